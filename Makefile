@@ -1,0 +1,121 @@
+# herold - one plain Makefile (redis, hiredis, beanstalkd style).
+#
+#   make            build bin/heroldd and bin/herold
+#   make test       unit + integration tests, plain and under ASan+UBSan
+#   make demo       private Redis + mock provider + heroldd, one job, a report
+#   make bench      the webhook throughput benchmark (bench/)
+#   make install    PREFIX=/usr/local DESTDIR=
+#   make valgrind   unit tests under valgrind
+#   make clean
+#
+# Missing Debian packages are installed by scripts/deps.sh (apt-get as
+# root; otherwise it names the packages and stops).
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+CC      ?= cc
+PYTHON  ?= /usr/bin/python3
+
+WARN    := -std=c11 -Wall -Wextra -Werror -Wstrict-prototypes \
+           -Wmissing-prototypes -Wwrite-strings -Wformat=2 -Wshadow
+DEFS    := -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
+PKGS    := hiredis jansson libcurl openssl
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lm
+
+SAN     ?=
+ifeq ($(SAN),1)
+BUILD   := build/asan
+OPT     := -O1 -fsanitize=address,undefined -fno-sanitize-recover=all \
+           -fno-omit-frame-pointer
+else
+BUILD   := build/plain
+OPT     := -O2
+endif
+BIN     := $(if $(filter 1,$(SAN)),build/asan/bin,bin)
+
+CFLAGS  ?=
+CFLAGS  += $(WARN) $(DEFS) -g $(OPT) $(PKG_CFLAGS) -I.
+LDFLAGS += $(OPT)
+
+COMMON  := dispatcher/herr.c dispatcher/alloc.c dispatcher/log.c \
+           dispatcher/job.c dispatcher/redisq.c dispatcher/track.c \
+           dispatcher/scripts.c dispatcher/clock.c config/config.c \
+           channels/registry.c channels/classify.c channels/http.c \
+           channels/webhook.c
+DAEMON  := dispatcher/heroldd.c dispatcher/consumer.c dispatcher/fanout.c
+CLI     := dispatcher/cli.c
+
+COMMON_O := $(COMMON:%.c=$(BUILD)/%.o)
+DAEMON_O := $(DAEMON:%.c=$(BUILD)/%.o)
+CLI_O    := $(CLI:%.c=$(BUILD)/%.o)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all deps test test-unit test-integration test-plain test-asan \
+        demo bench install clean valgrind fuzz
+
+all: deps-check $(BIN)/heroldd $(BIN)/herold
+
+# deps-check is cheap when everything is present; scripts/deps.sh does the work.
+deps-check:
+	@sh scripts/deps.sh
+
+deps: deps-check
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BIN)/heroldd: $(DAEMON_O) $(COMMON_O)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
+
+$(BIN)/herold: $(CLI_O) $(COMMON_O)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
+
+$(BUILD)/tests/test_%: tests/unit/test_%.c $(COMMON_O) $(filter-out $(BUILD)/dispatcher/heroldd.o,$(DAEMON_O))
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) -lcmocka -lpthread
+
+unit-bins: $(UNIT_BIN)
+
+# test: both builds; any failure fails the target.
+test: deps-check
+	$(MAKE) --no-print-directory test-plain
+	$(MAKE) --no-print-directory test-asan
+
+test-plain: all unit-bins
+	@sh scripts/run-unit.sh $(UNIT_BIN)
+	HEROLD_BIN=bin $(PYTHON) tests/integration/run.py
+
+test-asan:
+	$(MAKE) --no-print-directory SAN=1 build/asan/bin/heroldd build/asan/bin/herold unit-bins
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  sh scripts/run-unit.sh $(subst build/plain,build/asan,$(UNIT_BIN))
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	HEROLD_BIN=build/asan/bin HEROLD_SANITIZED=1 $(PYTHON) tests/integration/run.py
+
+valgrind: unit-bins
+	sh scripts/run-unit.sh --valgrind $(UNIT_BIN)
+
+demo: all
+	$(PYTHON) scripts/demo.py
+
+bench: all
+	$(PYTHON) bench/webhook_bench.py
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/herold
+	install -m 0755 bin/heroldd bin/herold $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 config/herold.example.json $(DESTDIR)$(PREFIX)/share/herold/
+
+clean:
+	rm -rf build bin
+
+-include $(shell find build -name '*.d' 2>/dev/null)
+
+.PHONY: deps-check unit-bins

@@ -1,0 +1,20 @@
+build/plain/dispatcher/fanout.o: dispatcher/fanout.c dispatcher/fanout.h \
+ dispatcher/../channels/channel.h \
+ dispatcher/../channels/../dispatcher/herr.h \
+ dispatcher/../config/config.h dispatcher/../config/../dispatcher/herr.h \
+ dispatcher/job.h dispatcher/herr.h dispatcher/redisq.h \
+ dispatcher/track.h dispatcher/alloc.h dispatcher/clock.h \
+ dispatcher/log.h dispatcher/scripts.h
+dispatcher/fanout.h:
+dispatcher/../channels/channel.h:
+dispatcher/../channels/../dispatcher/herr.h:
+dispatcher/../config/config.h:
+dispatcher/../config/../dispatcher/herr.h:
+dispatcher/job.h:
+dispatcher/herr.h:
+dispatcher/redisq.h:
+dispatcher/track.h:
+dispatcher/alloc.h:
+dispatcher/clock.h:
+dispatcher/log.h:
+dispatcher/scripts.h:

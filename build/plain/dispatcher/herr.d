@@ -1,0 +1,2 @@
+build/plain/dispatcher/herr.o: dispatcher/herr.c dispatcher/herr.h
+dispatcher/herr.h:

@@ -1,0 +1,2 @@
+build/plain/dispatcher/log.o: dispatcher/log.c dispatcher/log.h
+dispatcher/log.h:

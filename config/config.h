@@ -1,0 +1,114 @@
+/*
+ * config - herold's one JSON configuration file: load, validate, resolve
+ * secrets.
+ *
+ * Every error names the JSON path of the field and what was expected, e.g.
+ *   channels.webhook.endpoints[1].url: expected an https:// or http:// URL
+ * Unknown keys are errors too (a typo must not silently fall back to a
+ * default).  Secrets are given as "${ENV_NAME}", "@file:/path" or inline
+ * text, resolved here, and never logged.  Secret files must not be
+ * readable by group or others.
+ */
+#ifndef HEROLD_CONFIG_H
+#define HEROLD_CONFIG_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "../dispatcher/herr.h"
+
+struct config_redis {
+    char *host;                 /* default "127.0.0.1" */
+    int port;                   /* default 6379 */
+    char *unix_socket;          /* NULL unless set; wins over host/port */
+    char *username;             /* ACL user, NULL = none */
+    char *password;             /* secret, NULL = none */
+    char *prefix;               /* key prefix, default "herold:" */
+    int connect_timeout_ms;     /* default 2000 */
+    int command_timeout_ms;     /* default 5000: a reply slower than this is a hung Redis */
+    int reconnect_min_ms;       /* default 100 */
+    int reconnect_max_ms;       /* default 5000 */
+    bool allow_unsafe_persistence; /* default false: refuse without AOF and noeviction */
+};
+
+struct config_queue {
+    char *group;                /* consumer group, default "heroldd" */
+    char *consumer;             /* consumer name, default the host name */
+    int block_ms;               /* XREADGROUP BLOCK, default 1000 */
+    int claim_idle_ms;          /* XAUTOCLAIM min idle, default 60000 */
+    int max_deliveries;         /* poison threshold, default 3 */
+    int max_active_jobs;        /* jobs in progress at once, default 8 */
+    int trim_interval_ms;       /* MINID trim and retention sweep, default 60000 */
+};
+
+struct config_jobs {
+    long max_bytes;             /* job JSON size limit, default 1048576 */
+    int max_recipients;         /* explicit recipients per job, default 10000 */
+    int max_subject_chars;      /* default 998 */
+    long max_text_bytes;        /* default 65536 */
+    int retention_days;         /* job records and ledger, default 30 */
+    int rejected_retention_days;/* rejected and dead entries, default 7 */
+    long events_maxlen;         /* events stream cap, default 100000 */
+};
+
+struct config_delivery {
+    int window;                 /* deliveries in flight at once, default 256 */
+    int max_attempts;           /* per unit, default 5 */
+    int backoff_base_ms;        /* first retry delay, default 1000 */
+    int backoff_max_ms;         /* cap, default 300000 */
+    int drain_timeout_ms;       /* SIGTERM deadline, default 10000 */
+    int batch;                  /* ledger writes per Redis call, default 128 */
+};
+
+struct config_http {
+    int connect_timeout_ms;     /* default 5000 */
+    int timeout_ms;             /* default 15000 */
+    int low_speed_time_s;       /* default 10 */
+    int max_host_connections;   /* default 64 */
+    int max_total_connections;  /* default 256 */
+    long max_response_bytes;    /* default 65536 */
+    char *ca_file;              /* NULL: system CA store */
+};
+
+struct config_log {
+    char *level;                /* debug|info|warn|error, default "info" */
+    char *pseudonym_key;        /* secret; NULL: random per process */
+};
+
+struct herold_config {
+    struct config_redis redis;
+    struct config_queue queue;
+    struct config_jobs jobs;
+    struct config_delivery delivery;
+    struct config_http http;
+    struct config_log log;
+    json_t *channels;           /* "channels" object borrowed from root, NULL if absent;
+                                 * each channel validates its own subtree */
+    json_t *root;               /* whole document, owned */
+};
+
+/* config_load - read and validate the file at path.  Returns a new config
+ * (free with config_free) or NULL with err naming the JSON path. */
+struct herold_config *config_load(const char *path, struct herr *err);
+
+/* config_from_json - like config_load for an already parsed document;
+ * takes a reference of its own to root. */
+struct herold_config *config_from_json(json_t *root, struct herr *err);
+
+/* config_defaults - a config with every default and no channels (used by
+ * the CLI when only Redis settings matter).  Free with config_free. */
+struct herold_config *config_defaults(void);
+
+/* config_secret - resolve a secret reference found at JSON path `path`:
+ * "${NAME}" from the environment, "@file:/path" from a file that is not
+ * group- or world-accessible (trailing newline dropped), anything else
+ * verbatim.  Returns a new string (free with herold_free_secret) or NULL
+ * and err.  Never puts the secret or its value into err. */
+char *config_secret(const char *ref, const char *path, struct herr *err);
+
+/* config_free - free c, its strings, its secrets (cleared first) and its
+ * reference to root, which ends c->channels too.  NULL is a no-op. */
+void config_free(struct herold_config *c);
+
+#endif

@@ -1,0 +1,307 @@
+/*
+ * herold - the command-line tool for staff, operators and scripts.
+ *
+ *   herold [-c CONFIG] enqueue FILE|-        validate a job and add it
+ *   herold [-c CONFIG] status JOB_ID [--json]
+ *   herold [-c CONFIG] pseudonym CONTACT     the pseudonym heroldd logs
+ *
+ * Validates jobs with the daemon's own job.c and writes through the same
+ * scripts, so `herold enqueue` accepts exactly what heroldd accepts.  It
+ * may block (it is not the event loop).  Prints recipient ids, never
+ * contact points.
+ *
+ * Exit status: 0 ok, 1 invalid input, 2 Redis or system error,
+ * 3 duplicate job id, 4 no such job, 64 usage.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../channels/channel.h"
+#include "../config/config.h"
+#include "alloc.h"
+#include "clock.h"
+#include "job.h"
+#include "log.h"
+#include "redisq.h"
+#include "scripts.h"
+#include "track.h"
+
+#define CLI_DEFAULT_CONFIG "/etc/herold/herold.json"
+
+enum { CLI_OK = 0, CLI_INVALID = 1, CLI_ERROR = 2, CLI_DUPLICATE = 3, CLI_NOJOB = 4,
+       CLI_USAGE = 64 };
+
+static void cli_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: herold [-c CONFIG] enqueue FILE|-     validate a job and queue it\n"
+            "       herold [-c CONFIG] status JOB_ID [--json]\n"
+            "       herold [-c CONFIG] pseudonym CONTACT  the log pseudonym of a contact\n"
+            "CONFIG defaults to $HEROLD_CONFIG, then " CLI_DEFAULT_CONFIG
+            ", then built-in defaults (Redis on 127.0.0.1:6379).\n");
+}
+
+/* cli_read_all - read at most max+1 bytes of path ("-" = stdin). */
+static char *cli_read_all(const char *path, long max, size_t *len)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    size_t cap = 65536, n = 0;
+    char *buf;
+
+    if (f == NULL)
+        return NULL;
+    buf = herold_malloc(cap);
+    while (buf != NULL) {
+        size_t got;
+        if (n == cap) {
+            char *nb;
+            if ((long)cap > max + 1)
+                break;
+            cap *= 2;
+            nb = herold_realloc(buf, cap);
+            if (nb == NULL) {
+                herold_free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+        }
+        got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    if (f != stdin)
+        fclose(f);
+    *len = n;
+    return buf;
+}
+
+static bool cli_channel_ok(const char *name, void *arg)
+{
+    const struct herold_config *cfg = arg;
+
+    if (channel_find(name) == NULL)
+        return false;
+    /* with a real configuration, the channel must be configured there */
+    return cfg->channels == NULL || json_object_get(cfg->channels, name) != NULL;
+}
+
+static struct redisq_sync *cli_connect(const struct herold_config *cfg,
+                                       struct redisq_config *rc)
+{
+    struct herr err;
+    struct redisq_sync *s;
+
+    *rc = (struct redisq_config){
+        .host = cfg->redis.host, .port = cfg->redis.port,
+        .unix_socket = cfg->redis.unix_socket, .username = cfg->redis.username,
+        .password = cfg->redis.password, .client_name = "herold-cli",
+        .connect_timeout_ms = cfg->redis.connect_timeout_ms,
+        .command_timeout_ms = cfg->redis.command_timeout_ms,
+    };
+    s = redisq_sync_connect(rc, &err);
+    if (s == NULL)
+        fprintf(stderr, "herold: %s\n", err.msg);
+    return s;
+}
+
+static int cli_enqueue(const struct herold_config *cfg, const char *path)
+{
+    struct job_limits lim = {cfg->jobs.max_bytes, cfg->jobs.max_recipients,
+                             cfg->jobs.max_subject_chars, cfg->jobs.max_text_bytes};
+    struct redisq_config rc;
+    struct redisq_sync *s = NULL;
+    struct redisq_reply *r = NULL;
+    struct job *job = NULL;
+    struct herr err;
+    char buf[512], jk[TRACK_KEY_MAX], lk[TRACK_KEY_MAX], ts[40], ttl[24];
+    size_t len = 0;
+    char *data = cli_read_all(path, cfg->jobs.max_bytes, &len);
+    int rc_exit = CLI_ERROR;
+
+    if (data == NULL) {
+        fprintf(stderr, "herold: cannot read %s\n", path);
+        return CLI_ERROR;
+    }
+    job = job_parse(data, len, NULL, &lim, cli_channel_ok, (void *)cfg, clock_wall(), &err);
+    if (job == NULL) {
+        fprintf(stderr, "herold: invalid job: %s\n", herr_format(&err, buf, sizeof buf));
+        rc_exit = err.kind == HERR_INPUT ? CLI_INVALID : CLI_ERROR;
+        goto out;
+    }
+    s = cli_connect(cfg, &rc);
+    if (s == NULL)
+        goto out;
+    snprintf(ttl, sizeof ttl, "%ld", cfg->jobs.retention_days * 86400L);
+    const char *argv[] = {track_key_job(jk, cfg->redis.prefix, job->id),
+                          track_key_lane(lk, cfg->redis.prefix,
+                                         (enum track_lane)track_lane_from_name(job->priority)),
+                          data, clock_iso(clock_wall(), ts, sizeof ts), job->id,
+                          job->priority, job->kind, ttl};
+    size_t lens[8];
+    for (int i = 0; i < 8; i++)
+        lens[i] = strlen(argv[i]);
+    lens[2] = len;
+    r = redisq_sync_eval(s, &script_enqueue, 2, 8, argv, lens, &err);
+    if (r == NULL) {
+        fprintf(stderr, "herold: %s\n", err.msg);
+        goto out;
+    }
+    if (redisq_reply_type(r) != REDISQ_ARRAY || redisq_reply_len(r) != 2) {
+        fprintf(stderr, "herold: Redis refused the job: %s\n", redisq_reply_str(r, NULL));
+        goto out;
+    }
+    const char *verdict = redisq_reply_str(redisq_reply_elem(r, 0), NULL);
+    printf("%s %s %s\n", verdict, job->id, redisq_reply_str(redisq_reply_elem(r, 1), NULL));
+    rc_exit = strcmp(verdict, "accepted") == 0 ? CLI_OK : CLI_DUPLICATE;
+out:
+    redisq_sync_reply_free(r);
+    redisq_sync_free(s);
+    job_free(job);
+    herold_free(data);
+    return rc_exit;
+}
+
+/* cli_str - string member of o, or "?". */
+static const char *cli_str(const json_t *o, const char *key)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+
+    return v ? v : "?";
+}
+
+/* cli_print_status - the report for people. */
+static void cli_print_status(const json_t *st)
+{
+    const char *ch;
+    json_t *c, *f;
+    size_t i;
+    json_int_t units = json_integer_value(json_object_get(st, "units")), final = 0;
+
+    printf("Job %s (%s, lane %s): %s\n", json_string_value(json_object_get(st, "id")),
+           cli_str(st, "kind"),
+           cli_str(st, "lane"),
+           cli_str(st, "state"));
+    if (json_object_get(st, "accepted_at"))
+        printf("  accepted  %s\n", json_string_value(json_object_get(st, "accepted_at")));
+    if (json_object_get(st, "finished_at"))
+        printf("  finished  %s\n", json_string_value(json_object_get(st, "finished_at")));
+    json_object_foreach(json_object_get(st, "counts"), ch, c) {
+        json_int_t sent = json_integer_value(json_object_get(c, "sent"));
+        json_int_t failed = json_integer_value(json_object_get(c, "failed"));
+        json_int_t supp = json_integer_value(json_object_get(c, "suppressed"));
+        json_int_t exp = json_integer_value(json_object_get(c, "expired"));
+        final += sent + failed + supp + exp;
+        printf("  %-10s %" JSON_INTEGER_FORMAT " sent, %" JSON_INTEGER_FORMAT " failed, %"
+               JSON_INTEGER_FORMAT " suppressed, %" JSON_INTEGER_FORMAT " expired"
+               " (retries %" JSON_INTEGER_FORMAT ", resent in doubt %" JSON_INTEGER_FORMAT ")\n",
+               ch, sent, failed, supp, exp,
+               json_integer_value(json_object_get(c, "retries")),
+               json_integer_value(json_object_get(c, "in_doubt")));
+    }
+    printf("  %" JSON_INTEGER_FORMAT " of %" JSON_INTEGER_FORMAT " deliveries final\n", final,
+           units);
+    if (json_array_size(json_object_get(st, "failures")) > 0)
+        printf("Not delivered (yet):\n");
+    json_array_foreach(json_object_get(st, "failures"), i, f) {
+        const char *reason = json_string_value(json_object_get(f, "reason"));
+        printf("  %-10s %-20s %-10s attempts %" JSON_INTEGER_FORMAT "%s%s\n",
+               json_string_value(json_object_get(f, "channel")),
+               json_string_value(json_object_get(f, "recipient")),
+               json_string_value(json_object_get(f, "state")),
+               json_integer_value(json_object_get(f, "attempts")),
+               reason && *reason ? "  " : "", reason ? reason : "");
+    }
+}
+
+static int cli_status(const struct herold_config *cfg, const char *id, bool as_json)
+{
+    struct redisq_config rc;
+    struct redisq_sync *s;
+    struct herr err;
+    json_t *st;
+
+    if (!job_id_ok(id, JOB_ID_MAX)) {
+        fprintf(stderr, "herold: not a job id\n");
+        return CLI_INVALID;
+    }
+    s = cli_connect(cfg, &rc);
+    if (s == NULL)
+        return CLI_ERROR;
+    st = track_status(s, cfg->redis.prefix, id, 1000, &err);
+    redisq_sync_free(s);
+    if (st == NULL) {
+        fprintf(stderr, "herold: %s: %s\n", id, err.msg);
+        return err.kind == HERR_INPUT ? CLI_NOJOB : CLI_ERROR;
+    }
+    if (as_json) {
+        char *txt = json_dumps(st, JSON_INDENT(2) | JSON_SORT_KEYS);
+        if (txt) {
+            puts(txt);
+            free(txt);
+        }
+    } else {
+        cli_print_status(st);
+    }
+    json_decref(st);
+    return CLI_OK;
+}
+
+int main(int argc, char **argv)
+{
+    const char *config_path = getenv("HEROLD_CONFIG");
+    struct herold_config *cfg;
+    struct herr err;
+    char buf[512];
+    int i = 1, rc;
+
+    if (i + 1 < argc && strcmp(argv[i], "-c") == 0) {
+        config_path = argv[i + 1];
+        i += 2;
+    }
+    if (i >= argc || strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+        cli_usage(i >= argc ? stderr : stdout);
+        return i >= argc ? CLI_USAGE : CLI_OK;
+    }
+    if (strcmp(argv[i], "--version") == 0) {
+        printf("herold 0.1.0 (job format v1)\n");
+        return CLI_OK;
+    }
+    if (config_path == NULL && access(CLI_DEFAULT_CONFIG, R_OK) == 0)
+        config_path = CLI_DEFAULT_CONFIG;
+    cfg = config_path ? config_load(config_path, &err) : config_defaults();
+    if (cfg == NULL) {
+        fprintf(stderr, "herold: %s: %s\n", config_path ? config_path : "defaults",
+                herr_format(&err, buf, sizeof buf));
+        return CLI_INVALID;
+    }
+    if (cfg->log.pseudonym_key)
+        log_set_pseudonym_key((const unsigned char *)cfg->log.pseudonym_key,
+                              strlen(cfg->log.pseudonym_key));
+    if (strcmp(argv[i], "enqueue") == 0 && i + 2 == argc) {
+        rc = cli_enqueue(cfg, argv[i + 1]);
+    } else if (strcmp(argv[i], "status") == 0 && (i + 2 == argc || i + 3 == argc)) {
+        bool as_json = i + 3 == argc && strcmp(argv[i + 2], "--json") == 0;
+        if (i + 3 == argc && !as_json) {
+            cli_usage(stderr);
+            rc = CLI_USAGE;
+        } else {
+            rc = cli_status(cfg, argv[i + 1], as_json);
+        }
+    } else if (strcmp(argv[i], "pseudonym") == 0 && i + 2 == argc) {
+        char p[16];
+        if (cfg->log.pseudonym_key == NULL)
+            fprintf(stderr, "herold: warning: log.pseudonym_key is not set; heroldd then "
+                            "uses a random key per process and this value will not match\n");
+        printf("%s\n", log_pseudonym(argv[i + 1], p));
+        rc = CLI_OK;
+    } else {
+        cli_usage(stderr);
+        rc = CLI_USAGE;
+    }
+    config_free(cfg);
+    return rc;
+}

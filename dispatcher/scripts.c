@@ -1,0 +1,175 @@
+/*
+ * scripts - Lua sources of herold's atomic Redis transitions.
+ *
+ * Unit values in the ledger hash are "state|attempts|code|reason".  The
+ * terminal states are sent, failed, suppressed and expired; a transition
+ * out of a terminal state is refused (compare-and-set), so a replayed or
+ * stale write is a no-op and the job counters stay exact.
+ */
+#include "scripts.h"
+
+#include <stddef.h>
+
+/* enqueue - KEYS: job hash, lane stream.  ARGV: payload, ts, id, lane,
+ * kind, ttl seconds.  Returns {"accepted", entry} or {"duplicate", entry}.
+ * The job record's existence is the "already accepted" mark (R6). */
+struct redisq_script script_enqueue = {"enqueue",
+    "local e = redis.call('HGET', KEYS[1], 'entry')\n"
+    "if e then return {'duplicate', e} end\n"
+    "local id = redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])\n"
+    "redis.call('HSET', KEYS[1], 'id', ARGV[3], 'state', 'queued', 'lane', ARGV[4],\n"
+    "  'entry', id, 'kind', ARGV[5], 'submitted_at', ARGV[2])\n"
+    "redis.call('EXPIRE', KEYS[1], ARGV[6])\n"
+    "return {'accepted', id}\n", {0}};
+
+/* reject - KEYS: lane stream, rejected stream, events.  ARGV: group,
+ * entry, lane, payload, reason, ts, events maxlen.  Records first, then
+ * acknowledges and deletes the entry: nothing is acked before it is kept. */
+struct redisq_script script_reject = {"reject",
+    "redis.call('XADD', KEYS[2], '*', 'payload', ARGV[4], 'reason', ARGV[5],\n"
+    "  'lane', ARGV[3], 'entry', ARGV[2], 'ts', ARGV[6])\n"
+    "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
+    "redis.call('XDEL', KEYS[1], ARGV[2])\n"
+    "redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'ts', ARGV[6],\n"
+    "  'event', 'rejected', 'lane', ARGV[3], 'entry', ARGV[2])\n"
+    "return 1\n", {0}};
+
+/* begin - KEYS: job hash, units hash, lane stream, dead stream, events.
+ * ARGV: group, entry, lane, ts, units, max deliveries, kind, events maxlen,
+ * payload, job id, consumer, retention seconds.
+ * Returns {"gone"} when the entry is no longer pending for this consumer,
+ * {"dup", entry} when the job id was accepted from another entry (this one
+ * is acked and deleted), {"dead", deliveries} when it was delivered more
+ * than max times (moved to the dead stream), else {"run", f1, v1, ...}:
+ * the ledger so far, for resuming. */
+struct redisq_script script_begin = {"begin",
+    "local p = redis.call('XPENDING', KEYS[3], ARGV[1], ARGV[2], ARGV[2], 1)\n"
+    "if not p[1] or p[1][2] ~= ARGV[11] then return {'gone'} end\n"
+    "local deliveries = tonumber(p[1][4])\n"
+    "local cur = redis.call('HGET', KEYS[1], 'entry')\n"
+    "if cur and cur ~= ARGV[2] then\n"
+    "  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])\n"
+    "  redis.call('XDEL', KEYS[3], ARGV[2])\n"
+    "  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 'ts', ARGV[4],\n"
+    "    'event', 'duplicate', 'job', ARGV[10], 'entry', ARGV[2], 'original', cur)\n"
+    "  return {'dup', cur}\n"
+    "end\n"
+    "if deliveries > tonumber(ARGV[6]) then\n"
+    "  local reason = 'delivered ' .. deliveries .. ' times without finishing (poison job)'\n"
+    "  redis.call('XADD', KEYS[4], '*', 'payload', ARGV[9], 'reason', reason,\n"
+    "    'lane', ARGV[3], 'entry', ARGV[2], 'deliveries', deliveries, 'ts', ARGV[4])\n"
+    "  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])\n"
+    "  redis.call('XDEL', KEYS[3], ARGV[2])\n"
+    "  redis.call('HSET', KEYS[1], 'id', ARGV[10], 'state', 'dead', 'entry', ARGV[2],\n"
+    "    'lane', ARGV[3], 'finished_at', ARGV[4])\n"
+    "  redis.call('EXPIRE', KEYS[1], ARGV[12])\n"
+    "  redis.call('EXPIRE', KEYS[2], ARGV[12])\n"
+    "  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 'ts', ARGV[4],\n"
+    "    'event', 'dead', 'job', ARGV[10], 'entry', ARGV[2])\n"
+    "  return {'dead', tostring(deliveries)}\n"
+    "end\n"
+    "if not cur then\n"
+    "  redis.call('HSET', KEYS[1], 'id', ARGV[10], 'entry', ARGV[2], 'lane', ARGV[3],\n"
+    "    'kind', ARGV[7], 'submitted_at', ARGV[4])\n"
+    "end\n"
+    "if redis.call('HSETNX', KEYS[1], 'accepted_at', ARGV[4]) == 1 then\n"
+    "  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 'ts', ARGV[4],\n"
+    "    'event', 'accepted', 'job', ARGV[10], 'entry', ARGV[2], 'units', ARGV[5])\n"
+    "end\n"
+    "redis.call('HSET', KEYS[1], 'state', 'running', 'units', ARGV[5])\n"
+    "redis.call('PERSIST', KEYS[1])\n"
+    "local r = redis.call('HGETALL', KEYS[2])\n"
+    "table.insert(r, 1, 'run')\n"
+    "return r\n", {0}};
+
+/* ledger - KEYS: job hash, units hash.  ARGV: triples of field
+ * ("<channel>:<recipient>"), value ("state|attempts|code|reason") and
+ * flags ("d": count one in-doubt resend, "-": none).  Compare-and-set: a
+ * unit already in a terminal state is left alone.  Terminal transitions
+ * bump c:<channel>:<state>; retry bumps c:<channel>:retries.
+ * Returns the number of triples applied. */
+struct redisq_script script_ledger = {"ledger",
+    "local term = {sent=true, failed=true, suppressed=true, expired=true}\n"
+    "local applied = 0\n"
+    "for i = 1, #ARGV, 3 do\n"
+    "  local f, v = ARGV[i], ARGV[i + 1]\n"
+    "  local old = redis.call('HGET', KEYS[2], f)\n"
+    "  local olds = old and string.match(old, '^([a-z]+)')\n"
+    "  if not (olds and term[olds]) then\n"
+    "    redis.call('HSET', KEYS[2], f, v)\n"
+    "    local s = string.match(v, '^([a-z]+)')\n"
+    "    local ch = string.match(f, '^([^:]+)')\n"
+    "    if term[s] then redis.call('HINCRBY', KEYS[1], 'c:' .. ch .. ':' .. s, 1)\n"
+    "    elseif s == 'retry' then redis.call('HINCRBY', KEYS[1], 'c:' .. ch .. ':retries', 1) end\n"
+    "    if ARGV[i + 2] == 'd' then redis.call('HINCRBY', KEYS[1], 'c:' .. ch .. ':in_doubt', 1) end\n"
+    "    applied = applied + 1\n"
+    "  end\n"
+    "end\n"
+    "return applied\n", {0}};
+
+/* finish - KEYS: job hash, units hash, lane stream, events.  ARGV: group,
+ * entry, ts, retention seconds, events maxlen, job id.  Every unit is
+ * final: acknowledge the entry, delete its payload (personal data), and
+ * let the record expire after the retention period. */
+struct redisq_script script_finish = {"finish",
+    "redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])\n"
+    "redis.call('XDEL', KEYS[3], ARGV[2])\n"
+    "redis.call('HSET', KEYS[1], 'state', 'done', 'finished_at', ARGV[3])\n"
+    "redis.call('EXPIRE', KEYS[1], ARGV[4])\n"
+    "redis.call('EXPIRE', KEYS[2], ARGV[4])\n"
+    "redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'ts', ARGV[3],\n"
+    "  'event', 'done', 'job', ARGV[6], 'entry', ARGV[2])\n"
+    "return 1\n", {0}};
+
+/* heartbeat - KEYS: lane stream.  ARGV: group, consumer, entries...
+ * Resets the idle time of each entry this consumer still owns (XCLAIM
+ * with JUSTID does not count a delivery) so XAUTOCLAIM elsewhere leaves a
+ * live job alone.  Returns the entries that are no longer ours. */
+struct redisq_script script_heartbeat = {"heartbeat",
+    "local lost = {}\n"
+    "for i = 3, #ARGV do\n"
+    "  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)\n"
+    "  if p[1] and p[1][2] == ARGV[2] then\n"
+    "    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')\n"
+    "  else\n"
+    "    table.insert(lost, ARGV[i])\n"
+    "  end\n"
+    "end\n"
+    "return lost\n", {0}};
+
+/* trim - KEYS: lane stream.  Trims by MINID at the lowest of, over all
+ * consumer groups, the oldest pending entry or (none pending) the last
+ * delivered one: never an entry that is pending or not yet read.  Never
+ * trims a stream without groups.  Returns the number of entries removed. */
+struct redisq_script script_trim = {"trim",
+    "local function lt(a, b)\n"
+    "  local am, as = string.match(a, '^(%d+)-(%d+)$')\n"
+    "  local bm, bs = string.match(b, '^(%d+)-(%d+)$')\n"
+    "  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)\n"
+    "  return am < bm or (am == bm and as < bs)\n"
+    "end\n"
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
+    "local groups = redis.call('XINFO', 'GROUPS', KEYS[1])\n"
+    "local minid = nil\n"
+    "for _, g in ipairs(groups) do\n"
+    "  local info = {}\n"
+    "  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end\n"
+    "  local cand = info['last-delivered-id']\n"
+    "  if tonumber(info['pending']) > 0 then\n"
+    "    cand = redis.call('XPENDING', KEYS[1], info['name'])[2]\n"
+    "  end\n"
+    "  if minid == nil or lt(cand, minid) then minid = cand end\n"
+    "end\n"
+    "if minid == nil then return 0 end\n"
+    "return redis.call('XTRIM', KEYS[1], 'MINID', minid)\n", {0}};
+
+void scripts_register(struct redisq *q)
+{
+    redisq_add_script(q, &script_enqueue);
+    redisq_add_script(q, &script_reject);
+    redisq_add_script(q, &script_begin);
+    redisq_add_script(q, &script_ledger);
+    redisq_add_script(q, &script_finish);
+    redisq_add_script(q, &script_heartbeat);
+    redisq_add_script(q, &script_trim);
+}
