@@ -33,6 +33,7 @@
 
 #define HTTP_SPARE_MAX 64                 /* recycled easy handles kept */
 #define HTTP_RETRY_AFTER_CAP_MS 3600000L  /* never wait longer than 1 h */
+#define HTTP_REPLY_MAX (64u << 20)        /* hard ceiling on the reply cap */
 
 /* One socket curl asked us to watch; linked so free can find leftovers. */
 struct http_sock {
@@ -619,6 +620,8 @@ static struct http_config http_config_defaults(const struct http_config *c)
         d.max_total_connections = 256;
     if (d.max_response_bytes == 0)
         d.max_response_bytes = 65536;
+    if (d.max_response_bytes > HTTP_REPLY_MAX)
+        d.max_response_bytes = HTTP_REPLY_MAX;
     return d;
 }
 
@@ -683,7 +686,10 @@ fail:
     return NULL;
 }
 
-/* http_inflight - requests submitted and whose done has not yet run. */
+/*
+ * http_inflight - how many requests were accepted by http_submit and have
+ * not yet had their done callback run (queued inside curl included).
+ */
 size_t http_inflight(const struct http_transport *t)
 {
     return t->inflight;

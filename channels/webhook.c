@@ -580,13 +580,14 @@ static int webhook_submit(void *state, const struct delivery *d,
         return herr_set(err, HERR_TRANSIENT, NULL, "draining");
     if (w->http == NULL)
         return herr_set(err, HERR_TRANSIENT, NULL, "no HTTP transport (configuration check only)");
-    if (w->inflight >= w->max_inflight)
-        return herr_set(err, HERR_TRANSIENT, NULL, "too many webhook requests in flight");
+    /* bad input first: retrying it later would not help */
     if (!webhook_idem_ok(d->idem_key))
         return herr_set(err, HERR_INPUT, "idem_key", "expected 1-%d printable characters",
                         WEBHOOK_IDEM_MAX);
     if ((ep = webhook_pick(w, d->options, err)) == NULL)
         return -1;
+    if (w->inflight >= w->max_inflight)
+        return herr_set(err, HERR_TRANSIENT, NULL, "too many webhook requests in flight");
 
     snprintf(h_id, sizeof h_id, "webhook-id: msg_%s", d->idem_key);
     snprintf(h_idem, sizeof h_idem, "Idempotency-Key: msg_%s", d->idem_key);

@@ -143,8 +143,10 @@ static void consumer_reject(struct consumer *c, enum track_lane lane, const char
     for (int i = 0; i < 10; i++)
         lens[i] = strlen(argv[i]);
     lens[6] = plen;
-    LOG(LOG_WARN, "consumer", "job_rejected", "lane=%s entry=%s reason=\"%s\"",
-        track_lane_names[lane], entry, reason);
+    char qb[440];
+
+    LOG(LOG_WARN, "consumer", "job_rejected", "lane=%s entry=%s reason=%s",
+        track_lane_names[lane], entry, log_quote(reason, qb, sizeof qb));
     redisq_eval(c->rq, &script_reject, consumer_on_simple_reply, NULL, 3, 10, argv, lens);
 }
 

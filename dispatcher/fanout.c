@@ -415,6 +415,7 @@ static void fanout_on_done(void *arg, const struct delivery_result *res)
     uint32_t u = dc->unit;
     int attempt = jr->attempts[u];
     const char *ch = jr->job->channels[fanout_unit_channel(jr, u)];
+    char qb[200];
 
     f->inflight--;
     herold_free(dc);
@@ -433,9 +434,10 @@ static void fanout_on_done(void *arg, const struct delivery_result *res)
         double delay = fanout_backoff(f, attempt, res->retry_after_ms);
         LOG(LOG_WARN, "fanout", "delivery_failed",
             "job=%s ch=%s rcpt=%s attempt=%d code=%d class=transient in_doubt=%s "
-            "retry_in_ms=%ld reason=\"%s\"",
+            "retry_in_ms=%ld reason=%s",
             jr->job->id, ch, fanout_unit_rcpt(jr, u)->id, attempt, res->provider_code,
-            res->in_doubt ? "yes" : "no", (long)(delay * 1000), res->reason);
+            res->in_doubt ? "yes" : "no", (long)(delay * 1000),
+            log_quote(res->reason, qb, sizeof qb));
         jr->doubt[u] = res->in_doubt;
         fanout_record(jr, u, UNIT_RETRY, ACT_RETRY, res->provider_code, res->reason,
                       ev_now(f->loop) + delay, false);
@@ -447,9 +449,10 @@ static void fanout_on_done(void *arg, const struct delivery_result *res)
         return;
     }
     LOG(LOG_ERROR, "fanout", "delivery_failed",
-        "job=%s ch=%s rcpt=%s attempt=%d code=%d class=%s reason=\"%s\"", jr->job->id, ch,
+        "job=%s ch=%s rcpt=%s attempt=%d code=%d class=%s reason=%s", jr->job->id, ch,
         fanout_unit_rcpt(jr, u)->id, attempt, res->provider_code,
-        res->status == DELIVERY_PERMANENT ? "permanent" : "attempts_exhausted", res->reason);
+        res->status == DELIVERY_PERMANENT ? "permanent" : "attempts_exhausted",
+        log_quote(res->reason, qb, sizeof qb));
     fanout_record(jr, u, UNIT_FAILED, ACT_FINAL, res->provider_code, res->reason, 0, false);
 }
 
