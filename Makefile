@@ -85,6 +85,7 @@ unit-bins: $(UNIT_BIN)
 test: deps-check
 	$(MAKE) --no-print-directory test-plain
 	$(MAKE) --no-print-directory test-asan
+	$(MAKE) --no-print-directory fuzz
 
 test-plain: all unit-bins
 	@sh scripts/run-unit.sh $(UNIT_BIN)
@@ -98,6 +99,23 @@ test-asan:
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	HEROLD_BIN=build/asan/bin HEROLD_SANITIZED=1 $(PYTHON) tests/integration/run.py
+
+# fuzz: libFuzzer targets under tests/fuzz, each for FUZZ_SECONDS with the
+# committed seed corpus (tests/fuzz/corpus/<target>/); make test runs it.
+FUZZ_SECONDS ?= 20
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+fuzz:
+	@mkdir -p build/fuzz
+	@for f in $(FUZZ_SRC); do \
+	  n=$$(basename $$f .c); \
+	  clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined $(DEFS) -I. $(PKG_CFLAGS) \
+	    -o build/fuzz/$$n $$f $(COMMON) $(PKG_LIBS) -lpthread || exit 1; \
+	  mkdir -p build/fuzz/corpus-$$n; \
+	  build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+	    build/fuzz/corpus-$$n tests/fuzz/corpus/$$n 2>build/fuzz/$$n.log \
+	    || { tail -40 build/fuzz/$$n.log; exit 1; }; \
+	  echo "fuzz $$n: $$(grep -c '' build/fuzz/$$n.log) log lines, no findings"; \
+	done
 
 valgrind: unit-bins
 	sh scripts/run-unit.sh --valgrind $(UNIT_BIN)

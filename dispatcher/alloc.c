@@ -5,6 +5,7 @@
  */
 #include "alloc.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,8 +15,10 @@ static int alloc_should_fail(void)
 {
     if (herold_alloc_fail_after < 0)
         return 0;
-    if (herold_alloc_fail_after == 0)
+    if (herold_alloc_fail_after == 0) {
+        errno = ENOMEM;   /* as a real failing malloc does */
         return 1;
+    }
     herold_alloc_fail_after--;
     return 0;
 }
