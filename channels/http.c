@@ -7,8 +7,9 @@
  * ev_timer); we tell curl what happened with curl_multi_socket_action and
  * collect finished transfers with curl_multi_info_read.  Connections stay
  * in the multi handle's pool and are reused per host; requests beyond the
- * connection caps queue inside curl.  Easy handles are recycled through a
- * small free list.
+ * connection caps queue inside curl.  Easy handles and socket watchers
+ * are recycled through small free lists.  Requests carry an empty
+ * "Expect:" so curl never stalls a POST waiting for 100-continue.
  *
  * Owns: the multi handle, every in-flight request (its copies of url,
  * headers and body, its reply buffer) and the socket watchers.
@@ -67,7 +68,8 @@ struct http_transport {
     char *ca_file;                /* owned copy of conf.ca_file */
     struct http_req *reqs;        /* in flight, newest first */
     size_t inflight;              /* submitted and done not yet called */
-    struct http_sock *socks;
+    struct http_sock *socks;      /* watched now */
+    struct http_sock *spare_socks;/* recycled, linked through next */
     CURL *spare[HTTP_SPARE_MAX];
     size_t nspare;
     int busy;                     /* our callbacks currently on the stack */
@@ -323,18 +325,24 @@ static int http_on_curl_socket(CURL *easy, curl_socket_t s, int what,
             if (hs->next != NULL)
                 hs->next->prev = hs->prev;
             curl_multi_assign(t->multi, s, NULL);
-            herold_free(hs);
+            /* keep it: connections come and go, the peak count is bounded */
+            hs->prev = NULL;
+            hs->next = t->spare_socks;
+            t->spare_socks = hs;
         }
         return 0;
     }
     if (hs == NULL) {
-        hs = herold_calloc(1, sizeof *hs);
-        if (hs == NULL) {
-            /* curl fails the transfers on this multi; each still ends
-             * through info_read or its timeout, so done still runs. */
+        if (t->spare_socks != NULL) {
+            hs = t->spare_socks;
+            t->spare_socks = hs->next;
+        } else if ((hs = herold_malloc(sizeof *hs)) == NULL) {
+            /* -1 makes curl fail the transfers in progress (documented
+             * for CURLMOPT_SOCKETFUNCTION); each still ends with a done */
             LOG(LOG_WARN, "http", "socket_watch_failed", "error=%s", "out of memory");
             return -1;
         }
+        memset(hs, 0, sizeof *hs);
         hs->t = t;
         hs->next = t->socks;
         if (t->socks != NULL)
@@ -741,6 +749,12 @@ static void http_destroy(struct http_transport *t)
 
         t->socks = hs->next;
         ev_io_stop(t->loop, &hs->io);
+        herold_free(hs);
+    }
+    while (t->spare_socks != NULL) {
+        struct http_sock *hs = t->spare_socks;
+
+        t->spare_socks = hs->next;
         herold_free(hs);
     }
     herold_free(t->ca_file);

@@ -57,6 +57,11 @@ class Skip(Exception):
     pass
 
 
+class Interrupted(BaseException):
+    """SIGTERM/SIGINT/SIGHUP to the runner: unwind (killing everything),
+    report, exit 1."""
+
+
 class Ctx:
     """What a test gets: its directory, key prefix and factories for the
     servers it needs (all registered for cleanup and failure reports)."""
@@ -965,7 +970,7 @@ def main():
         return 0
 
     def on_signal(signum, frame):
-        raise SystemExit(128 + signum)      # unwinds: finally blocks and atexit kill everything
+        raise Interrupted("signal %d" % signum)   # unwinds: every Scope kills its processes
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, on_signal)
 
@@ -974,15 +979,24 @@ def main():
         print("no test matches %r" % filt)
         print("0 passed, 1 failed")
         return 1
-    root = tempfile.mkdtemp(prefix="herold-it-")
     missing = H.missing_programs()
+    root = None if missing else tempfile.mkdtemp(prefix="herold-it-")
     passed = failed = 0
-    for name, fn in selected:
+    for i, (name, fn) in enumerate(selected):
         if missing:
             print("FAIL %s: %s missing" % (name, missing[0]))
             failed += 1
             continue
-        if run_one(name, fn, root):
+        try:
+            ok = run_one(name, fn, root)
+        except Interrupted as e:
+            procs.kill_all()
+            print("FAIL %s: interrupted by %s" % (name, e))
+            print("test directories kept in %s" % root)
+            print("%d passed, %d failed" % (passed, failed + len(selected) - i))
+            sys.stdout.flush()
+            return 1
+        if ok:
             passed += 1
         else:
             failed += 1
@@ -1005,9 +1019,9 @@ def main():
               % ", ".join("%d %s" % (p.pid, os.path.basename(str(p.args[0]))) for p in left))
         procs.kill_all()
         failed += 1
-    if failed == 0 and not os.environ.get("HEROLD_KEEP_TMP"):
+    if root and failed == 0 and not os.environ.get("HEROLD_KEEP_TMP"):
         shutil.rmtree(root, ignore_errors=True)
-    else:
+    elif root:
         print("test directories kept in %s" % root)
     print("%d passed, %d failed" % (passed, failed))
     sys.stdout.flush()
