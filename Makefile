@@ -88,6 +88,7 @@ test: deps-check
 	$(MAKE) --no-print-directory fuzz
 
 test-plain: all unit-bins
+	@sh scripts/lint.sh
 	@sh scripts/run-unit.sh $(UNIT_BIN)
 	HEROLD_BIN=bin $(PYTHON) tests/integration/run.py
 

@@ -248,7 +248,7 @@ class Run:
             "log": {"level": "warn", "pseudonym_key": "${HEROLD_PSEUDONYM_KEY}"},
             "channels": {"webhook": {
                 # the channel's own cap (256 by default) must not undercut the window
-                "max_inflight": max(256, self.window),
+                "max_inflight": self.args.max_inflight or max(256, self.window),
                 "endpoints": [{"name": "nginx", "url": self.nginx.url,
                                "secret": "${HEROLD_WEBHOOK_SECRET}"}]}},
         }
@@ -392,6 +392,8 @@ def main():
     ap.add_argument("--window", type=int, action="append",
                     help="delivery.window (repeat to compare; default 1024)")
     ap.add_argument("--connections", type=int, default=64, help="http.max_host_connections")
+    ap.add_argument("--max-inflight", type=int,
+                    help="channels.webhook.max_inflight (default: the window, at least 256)")
     ap.add_argument("--batch", type=int, default=128, help="delivery.batch")
     ap.add_argument("--fsync", choices=("everysec", "always"), default="everysec",
                     help="Redis appendfsync (default everysec)")

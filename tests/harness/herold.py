@@ -364,7 +364,10 @@ class Daemon:
 
     def term(self, timeout=20, sig=signal.SIGTERM):
         """Send SIGTERM (or sig) and wait for the exit.  Returns the exit
-        code, or raises procs.Timeout (after killing it) past the deadline."""
+        code, or raises procs.Timeout (after killing it) past the deadline.
+        If it already exited, returns that exit code without signalling."""
+        if self.proc.poll() is not None:
+            return self.proc.returncode
         os.kill(self.proc.pid, sig)
         try:
             return self.proc.wait(timeout=timeout * procs.SCALE)
