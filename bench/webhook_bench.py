@@ -1,17 +1,22 @@
 #!/usr/bin/python3
 """webhook_bench - webhook delivery throughput of heroldd (`make bench`).
 
-    python3 bench/webhook_bench.py                100,000 deliveries, two shapes
-    python3 bench/webhook_bench.py --quick        10,000 deliveries (smoke run)
-    python3 bench/webhook_bench.py --window 256 --window 1024   compare windows
-    python3 bench/webhook_bench.py --wrap "valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out"
+    webhook_bench.py                  100,000 deliveries per run: 10 jobs x 10,000
+                                      and 1 job x 100,000, each at window 256 and 1024
+    webhook_bench.py --quick          the same with 10,000 deliveries (smoke run)
+    webhook_bench.py --window 64 --window 256 --connections 64    other settings
+    webhook_bench.py --only many --deliveries 5000 --window 64 \
+        --wrap "valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out"
+                                      profile heroldd (CPU figures are then the
+                                      wrapper's and meaningless)
 
 Starts, in a temporary directory: a private redis-server (AOF on,
 appendfsync everysec unless --fsync always), Debian's nginx as the webhook
 provider (answers every POST /hook with 200 {"ok":true}, keep-alive), and
-heroldd (log level warn).  Jobs are built before the clock starts; the
-clock runs from the first enqueue (herold enqueue, or one pipelined XADD
-with --xadd) until every job record says state=done.
+a fresh Redis and heroldd (log level warn) per run.  Jobs are built before
+the clock starts; the clock runs from the enqueue (one pipelined XADD, or
+herold enqueue per job with --enqueue cli) until every job record says
+state=done.
 
 Measured per run: deliveries, wall seconds, deliveries/s, heroldd CPU per
 delivery (utime+stime of /proc/<pid>/stat), Redis CPU per delivery (INFO
@@ -40,6 +45,7 @@ sys.path.insert(0, os.path.join(REPO, "tests", "harness"))
 import procs                      # noqa: E402
 import redisd                     # noqa: E402
 import herold as H                # noqa: E402
+from resp import RespError        # noqa: E402
 
 NGINX = os.environ.get("HEROLD_NGINX", "/usr/sbin/nginx")
 PREFIX = "bench:"
@@ -197,9 +203,21 @@ def machine_busy():
 
 
 def redis_cpu_s(client):
+    """(server CPU, forked children's CPU) in seconds, from INFO cpu."""
     info = client.call("INFO", "cpu")
     d = dict(ln.split(":", 1) for ln in info.splitlines() if ":" in ln)
-    return float(d["used_cpu_sys"]) + float(d["used_cpu_user"])
+    return (float(d["used_cpu_sys"]) + float(d["used_cpu_user"]),
+            float(d["used_cpu_sys_children"]) + float(d["used_cpu_user_children"]))
+
+
+def redis_cmdstats(client):
+    """{command: calls} from INFO commandstats (commands run by scripts count too)."""
+    out = {}
+    for ln in client.call("INFO", "commandstats").splitlines():
+        if ln.startswith("cmdstat_"):
+            name, _, rest = ln[len("cmdstat_"):].partition(":")
+            out[name] = int(rest.split(",")[0].split("=")[1])
+    return out
 
 
 # -- one run ---------------------------------------------------------------------------
@@ -273,7 +291,7 @@ class Run:
             with self.redis.client() as c:
                 try:
                     cons = c.call("XINFO", "CONSUMERS", key, "heroldd")
-                except Exception:
+                except RespError:           # no stream or group yet
                     return False
             return len(cons) > 0
         procs.wait_until(ready, 120 if self.args.wrap else 30, "heroldd to join its group")
@@ -305,6 +323,7 @@ class Run:
             cpu_d0 = proc_cpu_s(self.daemon.pid)
             cpu_r0 = redis_cpu_s(poll)
             cpu_n0 = self.nginx.cpu_s()
+            cmd0 = redis_cmdstats(poll)
             busy0, all0 = machine_busy()
             t0 = time.monotonic()
             self.enqueue(jobs)
@@ -320,11 +339,13 @@ class Run:
                 if time.monotonic() > deadline:
                     raise RuntimeError("jobs not done after %ds: %s" % (
                         self.args.timeout, sorted(set(map(str, states)))))
-                time.sleep(0.005)
+                time.sleep(0.01)
             wall = time.monotonic() - t0
             cpu_d = proc_cpu_s(self.daemon.pid) - cpu_d0
-            cpu_r = redis_cpu_s(poll) - cpu_r0
+            cpu_r1 = redis_cpu_s(poll)
+            cpu_r, cpu_rc = cpu_r1[0] - cpu_r0[0], cpu_r1[1] - cpu_r0[1]
             cpu_n = self.nginx.cpu_s() - cpu_n0
+            cmd1 = redis_cmdstats(poll)
             busy1, all1 = machine_busy()
             hwm = proc_status_kb(self.daemon.pid, "VmHWM")
             counts = poll.pipeline([("HMGET", k, "c:webhook:sent", "c:webhook:failed",
@@ -337,13 +358,16 @@ class Run:
             requests = self.nginx.requests() - req0 - 1
         finally:
             poll.close()
-        warnings = sum(1 for ln in open(self.log_path, errors="replace")
-                       if re.search(r"\blevel=(warn|error|fatal)\b", ln))
+        with open(self.log_path, errors="replace") as f:
+            warnings = sum(1 for ln in f if re.search(r"\blevel=(warn|error|fatal)\b", ln))
         return {"name": self.name, "window": self.window, "deliveries": total,
                 "sent": sent, "failed": failed, "retries": retries, "in_doubt": doubt,
                 "requests": requests, "wall": wall, "enqueue_s": t_enq,
                 "rate": total / wall, "heroldd_us": cpu_d * 1e6 / total,
-                "redis_us": cpu_r * 1e6 / total, "nginx_us": cpu_n * 1e6 / total,
+                "redis_us": cpu_r * 1e6 / total, "redis_children_us": cpu_rc * 1e6 / total,
+                "nginx_us": cpu_n * 1e6 / total,
+                "evalsha": cmd1.get("evalsha", 0) - cmd0.get("evalsha", 0),
+                "redis_cmds": sum(cmd1.values()) - sum(cmd0.values()),
                 "machine_busy": 100.0 * (busy1 - busy0) / max(1, all1 - all0),
                 "hwm_kb": hwm, "log_warnings": warnings}
 
@@ -382,15 +406,19 @@ def print_table(results):
               "enqueue took %.2f s, heroldd warnings logged %d" % (
                   r["sent"], r["failed"], r["retries"], r["in_doubt"], r["requests"],
                   r["enqueue_s"], r["log_warnings"]))
-        print("    nginx CPU %.1f us/delivery; all CPUs %.0f%% busy during the run" % (
-            r["nginx_us"], r["machine_busy"]))
+        print("    Redis: %.1f commands per delivery (scripts' inner calls included), "
+              "%d EVALSHA (%.1f deliveries each), forked children %.1f us/delivery" % (
+                  r["redis_cmds"] / r["deliveries"], r["evalsha"],
+                  r["deliveries"] / max(1, r["evalsha"]), r["redis_children_us"]))
+        print("    nginx CPU %.1f us/delivery; all CPUs %.0f%% busy during the run "
+              "(other load on this machine included)" % (r["nginx_us"], r["machine_busy"]))
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="10,000 deliveries per run")
     ap.add_argument("--window", type=int, action="append",
-                    help="delivery.window (repeat to compare; default 1024)")
+                    help="delivery.window; repeat to compare (default: 256 and 1024)")
     ap.add_argument("--connections", type=int, default=64, help="http.max_host_connections")
     ap.add_argument("--max-inflight", type=int,
                     help="channels.webhook.max_inflight (default: the window, at least 256)")
@@ -409,7 +437,7 @@ def main():
     args = ap.parse_args()
 
     total = args.deliveries or (10000 if args.quick else 100000)
-    windows = args.window or [1024]
+    windows = args.window or [256, 1024]
     shapes = [("10 jobs", 10, total // 10), ("1 job", 1, total)]
     if args.only == "many":
         shapes = shapes[:1]

@@ -4,9 +4,9 @@
  *
  * Owns the job runs, their per-unit state arrays, retry heaps and ledger
  * batches, and the per-delivery contexts handed to channels.  Memory per
- * run is a few bytes per unit of that job (bounded by jobs.max_recipients
- * times the channels), plus at most delivery.window delivery contexts in
- * total.  Never blocks the loop; never logs contact points (recipient ids
+ * run is the parsed job (its JSON tree, about 0.3 KB per recipient,
+ * bounded by jobs.max_bytes) plus four bytes per unit, plus at most
+ * delivery.window delivery contexts in total.  Never blocks the loop; never logs contact points (recipient ids
  * and pseudonyms only).
  */
 #include "fanout.h"

@@ -188,7 +188,7 @@ int main(int argc, char **argv)
     struct heroldd h = {0};
     const char *config_path = NULL, *crash_job;
     struct herr err;
-    char buf[512];
+    char buf[512], qbuf[600];
     long after_ok;
     int rc = 0;
     enum log_level lvl;
@@ -222,7 +222,7 @@ int main(int argc, char **argv)
     h.cfg = config_load(config_path, &err);
     if (h.cfg == NULL) {
         LOG(LOG_FATAL, "heroldd", "bad_config", "file=%s error=%s", config_path,
-            log_quote(herr_format(&err, buf, sizeof buf), buf, sizeof buf));
+            log_quote(herr_format(&err, buf, sizeof buf), qbuf, sizeof qbuf));
         return 1;
     }
     if (log_parse_level(h.cfg->log.level, &lvl) == 0)
@@ -246,7 +246,7 @@ int main(int argc, char **argv)
     h.http = http_transport_new(h.loop, &hc, &err);
     if (h.http == NULL || heroldd_channels_init(&h, h.http, &err) != 0) {
         LOG(LOG_FATAL, "heroldd", "bad_config", "file=%s error=%s", config_path,
-            log_quote(herr_format(&err, buf, sizeof buf), buf, sizeof buf));
+            log_quote(herr_format(&err, buf, sizeof buf), qbuf, sizeof qbuf));
         rc = 1;
         goto out;
     }

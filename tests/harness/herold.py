@@ -519,16 +519,17 @@ class CheckResult:
         self.bad_sig = 0
         self.id_mismatch = {}
         self.idem_mismatch = 0
+        self.same_attempt = 0
         self.in_doubt = 0
 
     def summary(self):
         s = ("checker: units=%d received=%d effects=%d lost=%d "
              "duplicated(webhook-id)=%d duplicated(job,recipient)=%d unexpected=%d "
-             "in_doubt=%d bad_sig=%d id_mismatch=%d accounted=%d"
+             "in_doubt=%d bad_sig=%d id_mismatch=%d accounted=%d same_attempt=%d"
              % (len(self.expected), self.received, self.effects, len(self.lost),
                 self.dup_by_id, self.dup_by_unit, len(self.unexpected), self.in_doubt,
                 self.bad_sig, len(self.id_mismatch) + self.idem_mismatch,
-                len(self.accounted)))
+                len(self.accounted), self.same_attempt))
         if self.lost:
             s += "\n      lost (first 10): %s" % sorted(self.lost)[:10]
         if self.unexpected:
@@ -550,6 +551,10 @@ def check(expected, records, statuses=(), accounted=None):
     An effect is a record with a valid signature that a receiver acted on.
     lost = expected - delivered - accounted.  Duplicates are copies beyond
     the first, counted by webhook-id and by (job, recipient).
+    same_attempt counts requests (any reply) that repeat an earlier
+    request's webhook-id and attempt number: resends heroldd did not
+    number as a new attempt (a transport's silent retry, or a resend
+    after a crash that reuses the attempt number).  Informational.
     """
     r = CheckResult()
     r.expected = set(expected)
@@ -564,13 +569,17 @@ def check(expected, records, statuses=(), accounted=None):
     r.accounted = acc & r.expected
     r.in_doubt = in_doubt(statuses)
 
-    by_id, by_unit, ids_of_unit = {}, {}, {}
+    by_id, by_unit, ids_of_unit, attempts = {}, {}, {}, set()
     for rec in records:
         unit = (rec.get("job"), rec.get("recipient"))
         if not rec.get("sig_ok"):
             r.bad_sig += 1
             continue
         ids_of_unit.setdefault(unit, set()).add(rec.get("webhook_id"))
+        key = (rec.get("webhook_id"), rec.get("attempt"))
+        if key in attempts:
+            r.same_attempt += 1
+        attempts.add(key)
         if rec.get("idempotency_key") != rec.get("webhook_id"):
             r.idem_mismatch += 1
         if not rec.get("effect"):

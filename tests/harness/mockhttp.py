@@ -50,7 +50,6 @@ import signal
 import socket
 import ssl
 import struct
-import subprocess
 import sys
 import threading
 import time

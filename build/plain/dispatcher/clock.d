@@ -1,2 +1,0 @@
-build/plain/dispatcher/clock.o: dispatcher/clock.c dispatcher/clock.h
-dispatcher/clock.h:

@@ -1,2 +1,0 @@
-build/plain/dispatcher/log.o: dispatcher/log.c dispatcher/log.h
-dispatcher/log.h:
