@@ -114,26 +114,37 @@ static void http_unlink(struct http_req **head, struct http_req *r)
     r->prev = r->next = NULL;
 }
 
-/* http_easy_get - a clean easy handle: recycled if one is spare. */
+static int http_setup_base(struct http_transport *t, CURL *e);
+
+/* http_easy_get - an easy handle with the transport's base options set:
+ * recycled if one is spare (it keeps them), else a new one. */
 static CURL *http_easy_get(struct http_transport *t)
 {
+    CURL *e;
+
     if (t->nspare > 0)
         return t->spare[--t->nspare];
-    return curl_easy_init();
+    e = curl_easy_init();
+    if (e != NULL && http_setup_base(t, e) < 0) {
+        curl_easy_cleanup(e);
+        e = NULL;
+    }
+    return e;
 }
 
-/* http_easy_put - reset e (it must not point at freed memory) and keep
- * it for the next request, or clean it up when the free list is full. */
+/* http_easy_put - keep e for the next request, or clean it up when the
+ * free list is full.  A kept handle still holds this request's pointers
+ * (headers, body, context); curl never reads them while the handle is
+ * idle, and http_setup_easy overwrites every one before the next use.
+ * Not resetting saves the base options' setup on every request. */
 static void http_easy_put(struct http_transport *t, CURL *e)
 {
     if (e == NULL)
         return;
-    if (t->nspare < HTTP_SPARE_MAX && !t->closing) {
-        curl_easy_reset(e);
+    if (t->nspare < HTTP_SPARE_MAX && !t->closing)
         t->spare[t->nspare++] = e;
-    } else {
+    else
         curl_easy_cleanup(e);
-    }
 }
 
 /* http_req_release - detach r from curl and free everything but the reply. */
@@ -503,16 +514,13 @@ static int http_build_headers(struct http_req *r, const struct http_request *req
     return 0;
 }
 
-/* http_setup_easy - every option of one transfer; -1 if curl refused one. */
-static int http_setup_easy(struct http_transport *t, struct http_req *r,
-                           const struct http_request *req)
+/* http_setup_base - the options every transfer of t shares; set once per
+ * easy handle.  -1 if curl refused one. */
+static int http_setup_base(struct http_transport *t, CURL *e)
 {
     const struct http_config *c = &t->conf;
-    CURL *e = r->easy;
     bool ok = true;
 
-    ok = ok && curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)r) == CURLE_OK;
-    ok = ok && curl_easy_setopt(e, CURLOPT_URL, req->url) == CURLE_OK;
     ok = ok && curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) == CURLE_OK;
     ok = ok && curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK;
     ok = ok && curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") == CURLE_OK;
@@ -526,11 +534,27 @@ static int http_setup_easy(struct http_transport *t, struct http_req *r,
                                 (curl_off_t)c->max_response_bytes) == CURLE_OK;
     if (t->ca_file != NULL)
         ok = ok && curl_easy_setopt(e, CURLOPT_CAINFO, t->ca_file) == CURLE_OK;
-    ok = ok && curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers) == CURLE_OK;
     ok = ok && curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, http_on_header) == CURLE_OK;
-    ok = ok && curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)r) == CURLE_OK;
     ok = ok && curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_on_write) == CURLE_OK;
+    return ok ? 0 : -1;
+}
+
+/* http_setup_easy - the options of one transfer on a handle that has the
+ * base options; every per-request pointer is overwritten here. */
+static int http_setup_easy(struct http_transport *t, struct http_req *r,
+                           const struct http_request *req)
+{
+    CURL *e = r->easy;
+    bool ok = true;
+
+    (void)t;
+    ok = ok && curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)r) == CURLE_OK;
+    ok = ok && curl_easy_setopt(e, CURLOPT_URL, req->url) == CURLE_OK;
+    ok = ok && curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers) == CURLE_OK;
+    ok = ok && curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)r) == CURLE_OK;
     ok = ok && curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)r) == CURLE_OK;
+    ok = ok && curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, (char *)NULL) == CURLE_OK;
+    ok = ok && curl_easy_setopt(e, CURLOPT_NOBODY, 0L) == CURLE_OK;
 
     if (strcmp(req->method, "GET") == 0 && r->body_len == 0) {
         ok = ok && curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) == CURLE_OK;

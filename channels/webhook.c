@@ -32,7 +32,7 @@
 #define WEBHOOK_KEY_MIN 16
 #define WEBHOOK_KEY_MAX 256
 #define WEBHOOK_IDEM_MAX 200
-#define WEBHOOK_INFLIGHT_DEFAULT 256
+#define WEBHOOK_INFLIGHT_DEFAULT 4096
 #define WEBHOOK_INFLIGHT_MAX 65536
 
 struct webhook_endpoint {
@@ -40,7 +40,22 @@ struct webhook_endpoint {
     char *url;
     unsigned char *key;
     size_t keylen;
+    EVP_MAC_CTX *mac;             /* keyed once, duplicated per signature */
 };
+
+/* The parts of a body that every recipient of a job shares, serialised
+ * once: "job":..,"kind":..,"priority":..,"lang":..,"subject":..,"text":..
+ * (and "html").  Valid while all the strings it was made from compare
+ * equal, so a reused address can never serve a stale body. */
+struct webhook_shared {
+    char *job_id, *kind, *priority, *lang, *subject, *text, *html;
+    char *json;
+    size_t json_len;
+};
+
+#define WEBHOOK_SHARED_SLOTS 4
+
+static void webhook_shared_clear(struct webhook_shared *sh);
 
 /* One request in flight; w is NULL once the channel was destroyed. */
 struct webhook_call {
@@ -59,6 +74,8 @@ struct webhook {
     size_t inflight;
     struct webhook_call *calls;
     bool draining;
+    struct webhook_shared shared[WEBHOOK_SHARED_SLOTS];
+    unsigned next_slot;
 };
 
 /* webhook_b64_value - the 6-bit value of a standard base64 digit, or -1. */
@@ -163,29 +180,42 @@ int webhook_secret_key(const char *secret, const char *path,
  * small or OpenSSL failed (out is then an empty string if it has room).
  * Borrows every argument.
  */
-int webhook_sign(const unsigned char *key, size_t keylen, const char *msg_id,
-                 long ts, const char *body, size_t body_len,
-                 char *out, size_t outsize)
+/* webhook_mac_new - an HMAC-SHA256 context keyed with key; NULL on failure. */
+static EVP_MAC_CTX *webhook_mac_new(const unsigned char *key, size_t keylen)
 {
     static char digest[] = "SHA256";
     OSSL_PARAM params[2];
+    EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *c = m != NULL ? EVP_MAC_CTX_new(m) : NULL;
+
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
+    params[1] = OSSL_PARAM_construct_end();
+    if (c != NULL && !EVP_MAC_init(c, key, keylen, params)) {
+        EVP_MAC_CTX_free(c);
+        c = NULL;
+    }
+    EVP_MAC_free(m);   /* the context keeps its own reference */
+    return c;
+}
+
+/* webhook_sign_keyed - webhook_sign with a context from webhook_mac_new:
+ * duplicating it skips the algorithm lookup and the key schedule. */
+static int webhook_sign_keyed(const EVP_MAC_CTX *keyed, const char *msg_id, long ts,
+                              const char *body, size_t body_len, char *out, size_t outsize)
+{
     unsigned char mac[EVP_MAX_MD_SIZE];
     size_t maclen = 0;
     char tsbuf[32];
-    EVP_MAC *m = NULL;
-    EVP_MAC_CTX *c = NULL;
+    EVP_MAC_CTX *c;
     int ok;
 
     if (outsize > 0)
         out[0] = '\0';
-    if (outsize < WEBHOOK_SIG_SIZE)
+    if (outsize < WEBHOOK_SIG_SIZE || keyed == NULL)
         return -1;
     snprintf(tsbuf, sizeof tsbuf, "%ld", ts);
-    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
-    params[1] = OSSL_PARAM_construct_end();
-    m = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    c = m != NULL ? EVP_MAC_CTX_new(m) : NULL;
-    ok = c != NULL && EVP_MAC_init(c, key, keylen, params) &&
+    c = EVP_MAC_CTX_dup(keyed);
+    ok = c != NULL &&
          EVP_MAC_update(c, (const unsigned char *)msg_id, strlen(msg_id)) &&
          EVP_MAC_update(c, (const unsigned char *)".", 1) &&
          EVP_MAC_update(c, (const unsigned char *)tsbuf, strlen(tsbuf)) &&
@@ -193,13 +223,29 @@ int webhook_sign(const unsigned char *key, size_t keylen, const char *msg_id,
          EVP_MAC_update(c, (const unsigned char *)body, body_len) &&
          EVP_MAC_final(c, mac, &maclen, sizeof mac) && maclen == 32;
     EVP_MAC_CTX_free(c);
-    EVP_MAC_free(m);
     if (!ok)
         return -1;
     memcpy(out, "v1,", 3);
     EVP_EncodeBlock((unsigned char *)out + 3, mac, (int)maclen);
     OPENSSL_cleanse(mac, sizeof mac);
     return 0;
+}
+
+int webhook_sign(const unsigned char *key, size_t keylen, const char *msg_id,
+                 long ts, const char *body, size_t body_len,
+                 char *out, size_t outsize)
+{
+    EVP_MAC_CTX *c;
+    int rc;
+
+    if (outsize > 0)
+        out[0] = '\0';
+    if (outsize < WEBHOOK_SIG_SIZE)
+        return -1;
+    c = webhook_mac_new(key, keylen);
+    rc = webhook_sign_keyed(c, msg_id, ts, body, body_len, out, outsize);
+    EVP_MAC_CTX_free(c);
+    return rc;
 }
 
 /* webhook_name_ok - [a-z0-9-]{1,32}. */
@@ -321,6 +367,8 @@ static int webhook_conf_endpoint(struct webhook *w, const json_t *obj, size_t i,
     if ((secret = config_secret(ref, fpath, err)) == NULL)
         return -1;
     rc = webhook_secret_key(secret, fpath, &ep->key, &ep->keylen, err);
+    if (rc == 0 && (ep->mac = webhook_mac_new(ep->key, ep->keylen)) == NULL)
+        rc = herr_set(err, HERR_RESOURCE, fpath, "cannot set up HMAC-SHA256");
     herold_free_secret(secret);
     if (rc < 0)
         return -1;
@@ -389,7 +437,10 @@ static void webhook_destroy(void *state)
         herold_free(w->eps[i].name);
         herold_free(w->eps[i].url);
         webhook_key_free(w->eps[i].key, w->eps[i].keylen);
+        EVP_MAC_CTX_free(w->eps[i].mac);
     }
+    for (unsigned i = 0; i < WEBHOOK_SHARED_SLOTS; i++)
+        webhook_shared_clear(&w->shared[i]);
     herold_free(w->eps);
     herold_free(w);
 }
@@ -482,39 +533,133 @@ static json_t *webhook_str(const char *s)
     return s != NULL ? json_string(s) : json_null();
 }
 
-/* webhook_body - the compact JSON body for d at now; jansson's malloc
- * (free with free()); NULL when out of memory or a text is not UTF-8. */
-static char *webhook_body(const struct delivery *d, time_t now)
+static bool webhook_same(const char *a, const char *b)
 {
-    json_t *root = json_object(), *data = json_object();
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* webhook_shared_clear - free one cache slot. */
+static void webhook_shared_clear(struct webhook_shared *sh)
+{
+    herold_free(sh->job_id);
+    herold_free(sh->kind);
+    herold_free(sh->priority);
+    herold_free(sh->lang);
+    herold_free(sh->subject);
+    herold_free(sh->text);
+    herold_free(sh->html);
+    free(sh->json);
+    memset(sh, 0, sizeof *sh);
+}
+
+static char *webhook_dup(const char *s)
+{
+    return s != NULL ? herold_strdup(s) : NULL;
+}
+
+/* webhook_shared_build - serialise the shared part of d into sh; -1 when
+ * out of memory or a text is not UTF-8. */
+static int webhook_shared_build(struct webhook_shared *sh, const struct delivery *d)
+{
+    json_t *o = json_object();
+    int rc = 0;
+    char *txt;
+
+    webhook_shared_clear(sh);
+    if (o == NULL)
+        return -1;
+    rc |= json_object_set_new(o, "job", webhook_str(d->job_id));
+    rc |= json_object_set_new(o, "kind", webhook_str(d->kind));
+    rc |= json_object_set_new(o, "priority", webhook_str(d->priority));
+    rc |= json_object_set_new(o, "lang", webhook_str(d->lang));
+    rc |= json_object_set_new(o, "subject", webhook_str(d->subject));
+    rc |= json_object_set_new(o, "text", webhook_str(d->text));
+    if (d->html != NULL)
+        rc |= json_object_set_new(o, "html", json_string(d->html));
+    txt = rc == 0 ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(o);
+    if (txt == NULL || strlen(txt) < 2) {
+        free(txt);
+        return -1;
+    }
+    /* keep the members without the enclosing braces */
+    sh->json_len = strlen(txt) - 2;
+    memmove(txt, txt + 1, sh->json_len);
+    txt[sh->json_len] = '\0';
+    sh->json = txt;
+    sh->job_id = webhook_dup(d->job_id);
+    sh->kind = webhook_dup(d->kind);
+    sh->priority = webhook_dup(d->priority);
+    sh->lang = webhook_dup(d->lang);
+    sh->subject = webhook_dup(d->subject);
+    sh->text = webhook_dup(d->text);
+    sh->html = webhook_dup(d->html);
+    if ((d->job_id && !sh->job_id) || (d->kind && !sh->kind) ||
+        (d->priority && !sh->priority) || (d->lang && !sh->lang) ||
+        (d->subject && !sh->subject) || (d->text && !sh->text) || (d->html && !sh->html)) {
+        webhook_shared_clear(sh);
+        return -1;
+    }
+    return 0;
+}
+
+/* webhook_shared_get - the cached shared part for d, building it if new. */
+static const struct webhook_shared *webhook_shared_get(struct webhook *w,
+                                                       const struct delivery *d)
+{
+    struct webhook_shared *sh;
+
+    for (unsigned i = 0; i < WEBHOOK_SHARED_SLOTS; i++) {
+        sh = &w->shared[i];
+        if (sh->json != NULL && webhook_same(sh->job_id, d->job_id) &&
+            webhook_same(sh->kind, d->kind) && webhook_same(sh->priority, d->priority) &&
+            webhook_same(sh->lang, d->lang) && webhook_same(sh->subject, d->subject) &&
+            webhook_same(sh->text, d->text) && webhook_same(sh->html, d->html))
+            return sh;
+    }
+    sh = &w->shared[w->next_slot++ % WEBHOOK_SHARED_SLOTS];
+    return webhook_shared_build(sh, d) == 0 ? sh : NULL;
+}
+
+/* webhook_plain_id - true if s needs no JSON escaping (opaque ids do not). */
+static bool webhook_plain_id(const char *s)
+{
+    for (; *s; s++)
+        if (*s < ' ' || *s > '~' || *s == '"' || *s == '\\')
+            return false;
+    return true;
+}
+
+/* webhook_body - the compact JSON body for d at now (herold_malloc'd,
+ * free with herold_free); NULL when out of memory or a text is not UTF-8.
+ * The members shared by all recipients of a job come from the cache. */
+static char *webhook_body(struct webhook *w, const struct delivery *d, time_t now,
+                          size_t *len)
+{
+    const struct webhook_shared *sh = webhook_shared_get(w, d);
     char ts[32];
     struct tm tm;
-    char *out = NULL;
-    int rc = 0;
+    size_t cap;
+    char *out;
+    int n;
 
+    if (sh == NULL || d->rcpt_id == NULL || !webhook_plain_id(d->rcpt_id))
+        return NULL;
     gmtime_r(&now, &tm);
     strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    if (root == NULL || data == NULL) {
-        json_decref(data);
-        goto done;
+    cap = sh->json_len + strlen(d->rcpt_id) + 128;
+    out = herold_malloc(cap);
+    if (out == NULL)
+        return NULL;
+    n = snprintf(out, cap,
+                 "{\"type\":\"herold.message\",\"timestamp\":\"%s\",\"data\":{%s,"
+                 "\"recipient\":\"%s\",\"attempt\":%d}}",
+                 ts, sh->json, d->rcpt_id, d->attempt);
+    if (n < 0 || (size_t)n >= cap) {
+        herold_free(out);
+        return NULL;
     }
-    rc |= json_object_set_new(root, "type", json_string("herold.message"));
-    rc |= json_object_set_new(root, "timestamp", json_string(ts));
-    rc |= json_object_set_new(root, "data", data);
-    rc |= json_object_set_new(data, "job", webhook_str(d->job_id));
-    rc |= json_object_set_new(data, "kind", webhook_str(d->kind));
-    rc |= json_object_set_new(data, "priority", webhook_str(d->priority));
-    rc |= json_object_set_new(data, "recipient", webhook_str(d->rcpt_id));
-    rc |= json_object_set_new(data, "attempt", json_integer(d->attempt));
-    rc |= json_object_set_new(data, "lang", webhook_str(d->lang));
-    rc |= json_object_set_new(data, "subject", webhook_str(d->subject));
-    rc |= json_object_set_new(data, "text", webhook_str(d->text));
-    if (d->html != NULL)
-        rc |= json_object_set_new(data, "html", json_string(d->html));
-    if (rc == 0)
-        out = json_dumps(root, JSON_COMPACT);
-done:
-    json_decref(root);
+    *len = (size_t)n;
     return out;
 }
 
@@ -575,6 +720,7 @@ static int webhook_submit(void *state, const struct delivery *d,
     struct http_request req;
     time_t now = time(NULL);
     char *body = NULL;
+    size_t body_len = 0;
 
     if (w->draining)
         return herr_set(err, HERR_TRANSIENT, NULL, "draining");
@@ -592,11 +738,10 @@ static int webhook_submit(void *state, const struct delivery *d,
     snprintf(h_id, sizeof h_id, "webhook-id: msg_%s", d->idem_key);
     snprintf(h_idem, sizeof h_idem, "Idempotency-Key: msg_%s", d->idem_key);
     snprintf(h_ts, sizeof h_ts, "webhook-timestamp: %lld", (long long)now);
-    body = webhook_body(d, now);
+    body = webhook_body(w, d, now, &body_len);
     if (body == NULL)
         return herr_set(err, HERR_RESOURCE, NULL, "cannot build the webhook body");
-    if (webhook_sign(ep->key, ep->keylen, msg_id, (long)now, body, strlen(body),
-                     sig, sizeof sig) < 0) {
+    if (webhook_sign_keyed(ep->mac, msg_id, (long)now, body, body_len, sig, sizeof sig) < 0) {
         herr_set(err, HERR_RESOURCE, NULL, "cannot sign the webhook body");
         goto fail;
     }
@@ -611,7 +756,7 @@ static int webhook_submit(void *state, const struct delivery *d,
     call->done = done;
     call->arg = arg;
     req = (struct http_request){.method = "POST", .url = ep->url, .headers = headers,
-                                .body = body, .body_len = strlen(body)};
+                                .body = body, .body_len = body_len};
     /* the transport copies url, headers and body; ours go right after */
     if (http_submit(w->http, &req, webhook_on_http_done, call, err) < 0)
         goto fail;
@@ -620,12 +765,12 @@ static int webhook_submit(void *state, const struct delivery *d,
         w->calls->prev = call;
     w->calls = call;
     w->inflight++;
-    free(body);
+    herold_free(body);
     return 0;
 
 fail:
     herold_free(call);
-    free(body);
+    herold_free(body);
     return -1;
 }
 

@@ -343,7 +343,7 @@ static int config_set_defaults(struct herold_config *c)
     c->jobs.rejected_retention_days = 7;
     c->jobs.events_maxlen = 100000;
 
-    c->delivery.window = 256;
+    c->delivery.window = 64;
     c->delivery.max_attempts = 5;
     c->delivery.backoff_base_ms = 1000;
     c->delivery.backoff_max_ms = 300000;

@@ -86,25 +86,46 @@ struct redisq_script script_begin = {"begin",
  * ("<channel>:<recipient>"), value ("state|attempts|code|reason") and
  * flags ("d": count one in-doubt resend, "-": none).  Compare-and-set: a
  * unit already in a terminal state is left alone.  Terminal transitions
- * bump c:<channel>:<state>; retry bumps c:<channel>:retries.
- * Returns the number of triples applied. */
+ * bump c:<channel>:<state>; retry bumps c:<channel>:retries.  One HMGET,
+ * one HSET and one HINCRBY per counter for the whole batch (in chunks,
+ * to stay below Lua's unpack limit).  Returns the number applied. */
 struct redisq_script script_ledger = {"ledger",
     "local term = {sent=true, failed=true, suppressed=true, expired=true}\n"
-    "local applied = 0\n"
-    "for i = 1, #ARGV, 3 do\n"
-    "  local f, v = ARGV[i], ARGV[i + 1]\n"
-    "  local old = redis.call('HGET', KEYS[2], f)\n"
-    "  local olds = old and string.match(old, '^([a-z]+)')\n"
-    "  if not (olds and term[olds]) then\n"
-    "    redis.call('HSET', KEYS[2], f, v)\n"
+    "local function chunked(cmd, key, list)\n"
+    "  local out = {}\n"
+    "  for a = 1, #list, 1000 do\n"
+    "    local r = redis.call(cmd, key, unpack(list, a, math.min(a + 999, #list)))\n"
+    "    if type(r) == 'table' then for _, x in ipairs(r) do out[#out + 1] = x end end\n"
+    "  end\n"
+    "  return out\n"
+    "end\n"
+    "local fields = {}\n"
+    "for i = 1, #ARGV, 3 do fields[#fields + 1] = ARGV[i] end\n"
+    "local olds = chunked('HMGET', KEYS[2], fields)\n"
+    "local set, incr, applied = {}, {}, 0\n"
+    "for k = 1, #fields do\n"
+    "  local i = (k - 1) * 3 + 1\n"
+    "  local old = olds[k]\n"
+    "  local olds_ = old and string.match(old, '^([a-z]+)')\n"
+    "  if not (olds_ and term[olds_]) then\n"
+    "    local v = ARGV[i + 1]\n"
+    "    set[#set + 1] = ARGV[i]\n"
+    "    set[#set + 1] = v\n"
     "    local s = string.match(v, '^([a-z]+)')\n"
-    "    local ch = string.match(f, '^([^:]+)')\n"
-    "    if term[s] then redis.call('HINCRBY', KEYS[1], 'c:' .. ch .. ':' .. s, 1)\n"
-    "    elseif s == 'retry' then redis.call('HINCRBY', KEYS[1], 'c:' .. ch .. ':retries', 1) end\n"
-    "    if ARGV[i + 2] == 'd' then redis.call('HINCRBY', KEYS[1], 'c:' .. ch .. ':in_doubt', 1) end\n"
+    "    local ch = string.match(ARGV[i], '^([^:]+)')\n"
+    "    local c = nil\n"
+    "    if term[s] then c = 'c:' .. ch .. ':' .. s\n"
+    "    elseif s == 'retry' then c = 'c:' .. ch .. ':retries' end\n"
+    "    if c then incr[c] = (incr[c] or 0) + 1 end\n"
+    "    if ARGV[i + 2] == 'd' then\n"
+    "      local d = 'c:' .. ch .. ':in_doubt'\n"
+    "      incr[d] = (incr[d] or 0) + 1\n"
+    "    end\n"
     "    applied = applied + 1\n"
     "  end\n"
     "end\n"
+    "if #set > 0 then chunked('HSET', KEYS[2], set) end\n"
+    "for c, n in pairs(incr) do redis.call('HINCRBY', KEYS[1], c, n) end\n"
     "return applied\n", {0}};
 
 /* finish - KEYS: job hash, units hash, lane stream, events.  ARGV: group,

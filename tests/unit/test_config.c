@@ -510,7 +510,7 @@ static void assert_defaults(const struct herold_config *c)
     assert_int_equal(c->jobs.rejected_retention_days, 7);
     assert_int_equal(c->jobs.events_maxlen, 100000);
 
-    assert_int_equal(c->delivery.window, 256);
+    assert_int_equal(c->delivery.window, 64);
     assert_int_equal(c->delivery.max_attempts, 5);
     assert_int_equal(c->delivery.backoff_base_ms, 1000);
     assert_int_equal(c->delivery.backoff_max_ms, 300000);
@@ -585,7 +585,7 @@ static void test_example(void **state)
     assert_int_equal(c->redis.port, 6379);
     assert_false(c->redis.allow_unsafe_persistence);
     assert_string_equal(c->queue.group, "heroldd");
-    assert_int_equal(c->delivery.window, 256);
+    assert_int_equal(c->delivery.window, 64);
     assert_string_equal(c->log.level, "info");
     assert_string_equal(c->log.pseudonym_key, PSEUDONYM_KEY);
     assert_non_null(c->channels);
