@@ -511,6 +511,20 @@ static void fanout_submit(struct job_run *jr, uint32_t u)
     dc->d.options = j->options ? json_object_get(j->options, chname) : NULL;
     if (ch->ops->submit(ch->state, &dc->d, fanout_on_done, dc, &err) != 0) {
         snprintf(res.reason, sizeof res.reason, "channel refused: %.140s", err.msg);
+        if (err.kind == HERR_TRANSIENT) {
+            /* Busy or draining: backpressure, not a failed attempt.  The
+             * unit waits briefly and keeps its attempt count. */
+            herold_free(dc);
+            f->inflight--;
+            jr->attempts[u]--;
+            fanout_record(jr, u, UNIT_RETRY, ACT_RETRY, 0, res.reason,
+                          ev_now(f->loop) + 0.1, false);
+            return;
+        }
+        /* Bad input (an unknown endpoint in options, an unusable
+         * address) will not improve by retrying. */
+        if (err.kind == HERR_INPUT)
+            res.status = DELIVERY_PERMANENT;
         fanout_on_done(dc, &res);
     }
 }
