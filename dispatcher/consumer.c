@@ -31,6 +31,7 @@ struct active {
     struct job_run *jr;       /* once running */
     bool finishing;           /* finish script outstanding */
     bool finish_wanted;       /* run done, finish not yet confirmed */
+    bool recovery;            /* read again from a PEL (own or claimed) */
     struct active *next;
 };
 
@@ -53,6 +54,7 @@ struct consumer {
     bool ever_ready;
     bool reading;             /* blocking read outstanding */
     bool pel_reading;
+    bool recovering;          /* an entry from a PEL is being worked on */
     bool pel_done[LANE_COUNT];
     char pel_next[LANE_COUNT][40];
     bool stopping;
@@ -81,6 +83,8 @@ static void consumer_remove(struct consumer *c, struct active *a)
     if (*pp)
         *pp = a->next;
     c->nactive[a->lane]--;
+    if (a->recovery)
+        c->recovering = false;
     job_free(a->job);
     herold_free(a->payload);
     herold_free(a);
@@ -201,7 +205,7 @@ static void consumer_on_begin(struct redisq *q, const struct redisq_reply *r, vo
 
 /* consumer_take - one stream entry: validate, then begin or reject. */
 static void consumer_take(struct consumer *c, enum track_lane lane, const char *entry,
-                          const struct redisq_reply *fields)
+                          const struct redisq_reply *fields, bool recovery)
 {
     const char *payload = NULL;
     size_t plen = 0;
@@ -255,6 +259,7 @@ static void consumer_take(struct consumer *c, enum track_lane lane, const char *
     a->c = c;
     a->lane = lane;
     a->job = job;
+    a->recovery = recovery;
     snprintf(a->entry, sizeof a->entry, "%s", entry);
     snprintf(a->job_id, sizeof a->job_id, "%s", job->id);
     a->next = c->active;
@@ -288,13 +293,16 @@ static void consumer_take(struct consumer *c, enum track_lane lane, const char *
         return;
     }
     c->beginning++;
+    if (recovery)
+        c->recovering = true;
 }
 
 /* consumer_take_streams - a XREADGROUP reply: [[stream, [[id, fields]...]]...],
  * urgent lane first whatever order Redis used.  Returns entries seen; the
  * last id per lane goes to last[lane]. */
 static size_t consumer_take_streams(struct consumer *c, const struct redisq_reply *r,
-                                    char last[LANE_COUNT][40], size_t seen[LANE_COUNT])
+                                    char last[LANE_COUNT][40], size_t seen[LANE_COUNT],
+                                    bool recovery)
 {
     size_t total = 0;
 
@@ -310,7 +318,7 @@ static size_t consumer_take_streams(struct consumer *c, const struct redisq_repl
             for (size_t e = 0; e < redisq_reply_len(entries); e++) {
                 const struct redisq_reply *en = redisq_reply_elem(entries, e);
                 const char *id = redisq_reply_str(redisq_reply_elem(en, 0), NULL);
-                consumer_take(c, (enum track_lane)lane, id, redisq_reply_elem(en, 1));
+                consumer_take(c, (enum track_lane)lane, id, redisq_reply_elem(en, 1), recovery);
                 if (last)
                     snprintf(last[lane], 40, "%s", id);
                 if (seen)
@@ -340,7 +348,7 @@ static void consumer_on_pel(struct redisq *q, const struct redisq_reply *r, void
     (void)q;
     c->pel_reading = false;
     if (r != NULL && redisq_reply_type(r) != REDISQ_ERROR) {
-        consumer_take_streams(c, r, last, seen);
+        consumer_take_streams(c, r, last, seen, true);
         if (seen[pr->lane] < pr->count)
             c->pel_done[pr->lane] = true;
         else
@@ -369,12 +377,18 @@ static void consumer_on_read(struct redisq *q, const struct redisq_reply *r, voi
         return;
     }
     if (r != NULL)
-        consumer_take_streams(c, r, NULL, NULL);
+        consumer_take_streams(c, r, NULL, NULL, false);
     consumer_read(c);
 }
 
-/* consumer_read - issue the next read: own PEL first, then new entries
- * (blocking, on the second connection) for the lanes with free slots. */
+/* consumer_read - issue the next reads: one entry of this consumer's own
+ * PEL at a time, and new entries (blocking, on the second connection) for
+ * the lanes with free slots.
+ *
+ * Recovery goes one entry at a time, here and in claims: an entry read
+ * again counts one more delivery, and a poison job that crashes the daemon
+ * must not drag the innocent jobs that happened to be pending beside it
+ * into the dead stream.  Only the entry being recovered is charged. */
 static void consumer_read(struct consumer *c)
 {
     const char *argv[16];
@@ -383,9 +397,9 @@ static void consumer_read(struct consumer *c)
     size_t n = (size_t)-1;
     enum track_lane lanes[LANE_COUNT];
 
-    if (!c->ready || c->stopping || c->pel_reading || !redisq_is_up(c->rq))
+    if (!c->ready || c->stopping || !redisq_is_up(c->rq))
         return;
-    for (int l = 0; l < LANE_COUNT; l++) {
+    for (int l = 0; l < LANE_COUNT && !c->pel_reading && !c->recovering; l++) {
         size_t free_slots = consumer_free_slots(c, (enum track_lane)l);
         struct pel_read *pr;
         if (c->pel_done[l] || free_slots == 0)
@@ -395,8 +409,8 @@ static void consumer_read(struct consumer *c)
             return;
         pr->c = c;
         pr->lane = (enum track_lane)l;
-        pr->count = free_slots;
-        snprintf(count, sizeof count, "%zu", free_slots);
+        pr->count = 1;
+        snprintf(count, sizeof count, "1");
         argv[0] = "XREADGROUP";
         argv[1] = "GROUP";
         argv[2] = c->cfg->queue.group;
@@ -411,7 +425,6 @@ static void consumer_read(struct consumer *c)
             return;
         }
         c->pel_reading = true;
-        return;
     }
     if (c->reading || !redisq_is_up(c->rqb))
         return;
@@ -590,11 +603,17 @@ static void consumer_alarm_lost(struct consumer *c, enum track_lane lane,
     redisq_argv(c->rq, consumer_on_simple_reply, NULL, 0, 11, argv, NULL);
 }
 
+static void consumer_claim_from(struct consumer *c, int lane);
+
+/* consumer_on_claim - an XAUTOCLAIM reply: [cursor, entries, deleted ids].
+ * Takes the claimed entry (at most one: recovery goes one at a time) or,
+ * when this lane had none, asks the next lane. */
 static void consumer_on_claim(struct redisq *q, const struct redisq_reply *r, void *arg)
 {
     struct claim_read *cr = arg;
     struct consumer *c = cr->c;
     enum track_lane lane = cr->lane;
+    size_t taken = 0;
 
     (void)q;
     herold_free(cr);
@@ -606,40 +625,44 @@ static void consumer_on_claim(struct redisq *q, const struct redisq_reply *r, vo
         const char *id = redisq_reply_str(redisq_reply_elem(en, 0), NULL);
         LOG(LOG_INFO, "consumer", "entry_claimed", "lane=%s entry=%s", track_lane_names[lane],
             id);
-        consumer_take(c, lane, id, redisq_reply_elem(en, 1));
+        consumer_take(c, lane, id, redisq_reply_elem(en, 1), true);
+        taken++;
     }
     if (redisq_reply_len(r) >= 3 && redisq_reply_len(redisq_reply_elem(r, 2)) > 0)
         consumer_alarm_lost(c, lane, redisq_reply_elem(r, 2));
+    if (taken == 0 && lane + 1 < LANE_COUNT)
+        consumer_claim_from(c, lane + 1);
+}
+
+/* consumer_claim_from - XAUTOCLAIM one idle entry of another consumer,
+ * trying lane first (urgent before normal before bulk). */
+static void consumer_claim_from(struct consumer *c, int lane)
+{
+    char idle[24];
+    struct claim_read *cr;
+
+    for (; lane < LANE_COUNT; lane++)
+        if (consumer_free_slots(c, (enum track_lane)lane) > 0)
+            break;
+    if (lane == LANE_COUNT || !c->ready || c->stopping || c->recovering)
+        return;
+    cr = herold_malloc(sizeof *cr);
+    if (cr == NULL)
+        return;
+    cr->c = c;
+    cr->lane = (enum track_lane)lane;
+    snprintf(idle, sizeof idle, "%d", c->cfg->queue.claim_idle_ms);
+    const char *argv[] = {"XAUTOCLAIM", c->lane_key[lane], c->cfg->queue.group,
+                          c->cfg->queue.consumer, idle, "0-0", "COUNT", "1"};
+    if (redisq_argv(c->rq, consumer_on_claim, cr, 0, 8, argv, NULL) != 0)
+        herold_free(cr);
 }
 
 static void consumer_on_claim_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    struct consumer *c = w->data;
-    char idle[24], count[24];
-
     (void)loop;
     (void)revents;
-    if (!c->ready || c->stopping)
-        return;
-    snprintf(idle, sizeof idle, "%d", c->cfg->queue.claim_idle_ms);
-    for (int l = 0; l < LANE_COUNT; l++) {
-        size_t free_slots = consumer_free_slots(c, (enum track_lane)l);
-        struct claim_read *cr;
-        /* Even a full consumer asks for one entry, so deleted-while-pending
-         * entries are still noticed; it is taken only if a slot is free. */
-        snprintf(count, sizeof count, "%zu", free_slots ? free_slots : 1);
-        if (free_slots == 0)
-            continue;
-        cr = herold_malloc(sizeof *cr);
-        if (cr == NULL)
-            return;
-        cr->c = c;
-        cr->lane = (enum track_lane)l;
-        const char *argv[] = {"XAUTOCLAIM", c->lane_key[l], c->cfg->queue.group,
-                              c->cfg->queue.consumer, idle, "0-0", "COUNT", count};
-        if (redisq_argv(c->rq, consumer_on_claim, cr, 0, 8, argv, NULL) != 0)
-            herold_free(cr);
-    }
+    consumer_claim_from(w->data, LANE_URGENT);
 }
 
 static void consumer_on_trim_timer(struct ev_loop *loop, ev_timer *w, int revents)

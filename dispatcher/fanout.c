@@ -90,6 +90,8 @@ struct fanout {
     size_t inflight;
     long abort_after_ok, ok_count;
     bool draining;
+    double ledger_hold_until;      /* Redis refused a write: resend after this */
+    double ledger_hold;            /* current pause, doubled per refusal */
     void (*drained_fn)(void *);
     void *drained_arg;
     ev_prepare prepare;            /* flush batches and pump before sleeping */
@@ -284,14 +286,24 @@ static void fanout_on_ledger_reply(struct redisq *q, const struct redisq_reply *
     b->sent = false;
     if (r == NULL || redisq_reply_type(r) == REDISQ_ERROR) {
         /* Unknown outcome or a Redis-side refusal (OOM, MISCONF, LOADING,
-         * BUSY): keep the batch and resend it; never fail a unit for it. */
-        if (r != NULL) {
+         * BUSY): keep the batch and resend it, after a pause that doubles
+         * up to 2 s so a refusing Redis is not hammered; never fail a unit
+         * for it. */
+        struct fanout *f = jr->f;
+        if (r != NULL && ev_now(f->loop) >= f->ledger_hold_until) {
             char buf[160];
-            LOG(LOG_WARN, "fanout", "ledger_write_refused", "job=%s error=%s retry=yes",
-                jr->job->id, log_quote(redisq_reply_str(r, NULL), buf, sizeof buf));
+            f->ledger_hold = f->ledger_hold > 0 ? f->ledger_hold * 2 : 0.1;
+            if (f->ledger_hold > 2.0)
+                f->ledger_hold = 2.0;
+            f->ledger_hold_until = ev_now(f->loop) + f->ledger_hold;
+            LOG(LOG_WARN, "fanout", "ledger_write_refused",
+                "job=%s error=%s retry_in_ms=%ld", jr->job->id,
+                log_quote(redisq_reply_str(r, NULL), buf, sizeof buf),
+                (long)(f->ledger_hold * 1000));
         }
         return;   /* the tick timer resends */
     }
+    jr->f->ledger_hold = 0;
     for (pp = &jr->pending; *pp && *pp != b; pp = &(*pp)->next)
         ;
     if (*pp)
@@ -311,7 +323,7 @@ static void fanout_flush(struct batch *b)
     size_t *lens = stack_lens;
     size_t argc = 2 + 3 * b->n;
 
-    if (b->sent || !redisq_is_up(jr->f->rq))
+    if (b->sent || !redisq_is_up(jr->f->rq) || ev_now(jr->f->loop) < jr->f->ledger_hold_until)
         return;
     if (argc > sizeof stack_argv / sizeof stack_argv[0]) {
         argv = herold_malloc(argc * sizeof *argv);
