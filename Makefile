@@ -90,6 +90,7 @@ test: deps-check
 test-plain: all unit-bins
 	@sh scripts/lint.sh
 	@sh scripts/run-unit.sh $(UNIT_BIN)
+	$(PYTHON) tests/harness/selftest.py
 	HEROLD_BIN=bin $(PYTHON) tests/integration/run.py
 
 test-asan:
