@@ -18,10 +18,11 @@ PYTHON  ?= /usr/bin/python3
 
 WARN    := -std=c11 -Wall -Wextra -Werror -Wstrict-prototypes \
            -Wmissing-prototypes -Wwrite-strings -Wformat=2 -Wshadow
-DEFS    := -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
+DEFS    := -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
+           -DHEROLD_TEMPLATE_DIR='"$(PREFIX)/share/herold/templates"'
 PKGS    := hiredis jansson libcurl openssl
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lm
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lunistring -lm
 
 SAN     ?=
 ifeq ($(SAN),1)
@@ -42,7 +43,8 @@ COMMON  := dispatcher/herr.c dispatcher/alloc.c dispatcher/log.c \
            dispatcher/job.c dispatcher/redisq.c dispatcher/track.c \
            dispatcher/scripts.c dispatcher/clock.c config/config.c \
            channels/registry.c channels/classify.c channels/http.c \
-           channels/webhook.c
+           channels/webhook.c templates/render.c templates/limits.c \
+           templates/msgset.c
 DAEMON  := dispatcher/heroldd.c dispatcher/consumer.c dispatcher/fanout.c
 CLI     := dispatcher/cli.c
 
@@ -132,6 +134,8 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/herold
 	install -m 0755 bin/heroldd bin/herold $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 config/herold.example.json $(DESTDIR)$(PREFIX)/share/herold/
+	rm -rf $(DESTDIR)$(PREFIX)/share/herold/templates
+	cp -R templates/default $(DESTDIR)$(PREFIX)/share/herold/templates
 
 clean:
 	rm -rf build bin

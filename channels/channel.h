@@ -66,6 +66,8 @@ struct delivery {
     const char *subject;
     const char *text;
     const char *html;         /* may be NULL */
+    char *const *parts;       /* the job's rendered parts, indexed by enum
+                                 job_part (dispatcher/job.h); NULL = absent */
     const json_t *options;    /* the job's options for this channel, or NULL */
 };
 

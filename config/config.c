@@ -15,6 +15,10 @@
  */
 #include "config.h"
 
+#ifndef HEROLD_TEMPLATE_DIR
+#define HEROLD_TEMPLATE_DIR "/usr/local/share/herold/templates"
+#endif
+
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -66,7 +70,8 @@ struct config_section {
 
 static config_check_fn config_check_host, config_check_socket,
     config_check_username, config_check_prefix, config_check_name,
-    config_check_file, config_check_level, config_check_pseudonym_key;
+    config_check_file, config_check_level, config_check_pseudonym_key,
+    config_check_lang;
 
 static const struct config_field config_redis_fields[] = {
     CONFIG_STR(CONFIG_STRING, redis, host, config_check_host),
@@ -126,6 +131,17 @@ static const struct config_field config_http_fields[] = {
     CONFIG_END
 };
 
+static const struct config_field config_templates_fields[] = {
+    CONFIG_STR(CONFIG_STRING, templates, dir, config_check_file),
+    CONFIG_STR(CONFIG_STRING, templates, default_lang, config_check_lang),
+    CONFIG_NUM(CONFIG_INT, templates, sms_max_segments, 1, 10),
+    CONFIG_NUM(CONFIG_INT, templates, push_title_max, 10, 1000),
+    CONFIG_NUM(CONFIG_INT, templates, push_body_max, 10, 4000),
+    CONFIG_NUM(CONFIG_INT, templates, max_partial_depth, 1, 64),
+    CONFIG_NUM(CONFIG_LONG, templates, max_output_bytes, 1024, 16777216),
+    CONFIG_END
+};
+
 static const struct config_field config_log_fields[] = {
     CONFIG_STR(CONFIG_STRING, log, level, config_check_level),
     CONFIG_STR(CONFIG_SECRET, log, pseudonym_key, config_check_pseudonym_key),
@@ -139,6 +155,7 @@ static const struct config_section config_sections[] = {
     {"jobs", config_jobs_fields},
     {"delivery", config_delivery_fields},
     {"http", config_http_fields},
+    {"templates", config_templates_fields},
     {"log", config_log_fields},
     {NULL, NULL}
 };
@@ -236,7 +253,24 @@ bad:
     return "expected 1-64 characters of A-Z a-z 0-9 . _ : -";
 }
 
-/* config_check_file - an absolute file path (http.ca_file). */
+/* config_check_lang - a language tag like "de", "en" or "de-x-ls". */
+static const char *config_check_lang(const char *s)
+{
+    size_t n = strlen(s), i = 0;
+
+    if (n < 2 || n > 35)
+        return "expected a language tag such as \"de\" or \"de-x-ls\"";
+    for (; i < n && s[i] >= 'a' && s[i] <= 'z'; i++)
+        ;
+    if (i < 2 || i > 3)
+        return "expected a language tag such as \"de\" or \"de-x-ls\"";
+    for (; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+            return "expected a language tag such as \"de\" or \"de-x-ls\"";
+    return NULL;
+}
+
+/* config_check_file - an absolute file path (http.ca_file, templates.dir). */
 static const char *config_check_file(const char *s)
 {
     size_t n = strlen(s);
@@ -357,14 +391,22 @@ static int config_set_defaults(struct herold_config *c)
     c->http.max_total_connections = 256;
     c->http.max_response_bytes = 65536;
 
+    c->templates.sms_max_segments = 3;
+    c->templates.push_title_max = 50;
+    c->templates.push_body_max = 180;
+    c->templates.max_partial_depth = 8;
+    c->templates.max_output_bytes = 262144;
+
     c->redis.host = herold_strdup("127.0.0.1");
     c->redis.prefix = herold_strdup("herold:");
     c->queue.group = herold_strdup("heroldd");
     c->queue.consumer = config_default_consumer();
     c->log.level = herold_strdup("info");
+    c->templates.dir = herold_strdup(HEROLD_TEMPLATE_DIR);
+    c->templates.default_lang = herold_strdup("de");
     if (c->redis.host == NULL || c->redis.prefix == NULL ||
         c->queue.group == NULL || c->queue.consumer == NULL ||
-        c->log.level == NULL)
+        c->log.level == NULL || c->templates.dir == NULL || c->templates.default_lang == NULL)
         return -1;
     return 0;
 }
@@ -862,6 +904,8 @@ void config_free(struct herold_config *c)
     herold_free(c->queue.consumer);
     herold_free(c->http.ca_file);
     herold_free(c->log.level);
+    herold_free(c->templates.dir);
+    herold_free(c->templates.default_lang);
     herold_free_secret(c->log.pseudonym_key);
     json_decref(c->root);
     herold_free(c);

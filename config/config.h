@@ -71,6 +71,16 @@ struct config_http {
     char *ca_file;              /* NULL: system CA store */
 };
 
+struct config_templates {
+    char *dir;                  /* the message set, default HEROLD_TEMPLATE_DIR */
+    char *default_lang;         /* last language fallback, default "de" */
+    int sms_max_segments;       /* default 3 */
+    int push_title_max;         /* characters, default 50 */
+    int push_body_max;          /* characters, default 180 */
+    int max_partial_depth;      /* default 8 */
+    long max_output_bytes;      /* per rendered part, default 262144 */
+};
+
 struct config_log {
     char *level;                /* debug|info|warn|error, default "info" */
     char *pseudonym_key;        /* secret; NULL: random per process */
@@ -82,6 +92,7 @@ struct herold_config {
     struct config_jobs jobs;
     struct config_delivery delivery;
     struct config_http http;
+    struct config_templates templates;
     struct config_log log;
     json_t *channels;           /* "channels" object borrowed from root, NULL if absent;
                                  * each channel validates its own subtree */

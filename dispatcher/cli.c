@@ -4,6 +4,9 @@
  *   herold [-c CONFIG] enqueue FILE|-        validate a job and add it
  *   herold [-c CONFIG] status JOB_ID [--json]
  *   herold [-c CONFIG] pseudonym CONTACT     the pseudonym heroldd logs
+ *   herold [-c CONFIG] templates             list the message set
+ *   herold [-c CONFIG] render TEMPLATE|--file PATH|--string TEXT
+ *          [--data FILE|-] [--lang LANG] [--channel CH] [--part PART] [--json]
  *
  * Validates jobs with the daemon's own job.c and writes through the same
  * scripts, so `herold enqueue` accepts exactly what heroldd accepts.  It
@@ -27,6 +30,8 @@
 #include "redisq.h"
 #include "scripts.h"
 #include "track.h"
+#include "../templates/limits.h"
+#include "../templates/msgset.h"
 
 #define CLI_DEFAULT_CONFIG "/etc/herold/herold.json"
 
@@ -39,6 +44,10 @@ static void cli_usage(FILE *out)
             "usage: herold [-c CONFIG] enqueue FILE|-     validate a job and queue it\n"
             "       herold [-c CONFIG] status JOB_ID [--json]\n"
             "       herold [-c CONFIG] pseudonym CONTACT  the log pseudonym of a contact\n"
+            "       herold [-c CONFIG] templates          list the message set\n"
+            "       herold [-c CONFIG] render TEMPLATE|--file PATH|--string TEXT\n"
+            "              [--data FILE|-] [--lang LANG] [--channel email|sms|push|social|all]\n"
+            "              [--part PART] [--json]   preview a message with its lengths\n"
             "CONFIG defaults to $HEROLD_CONFIG, then " CLI_DEFAULT_CONFIG
             ", then built-in defaults (Redis on 127.0.0.1:6379).\n");
 }
@@ -108,6 +117,43 @@ static struct redisq_sync *cli_connect(const struct herold_config *cfg,
     return s;
 }
 
+/* cli_load_templates - the configured message set, or NULL (with a message
+ * when it exists but is broken: *failed). */
+static struct msgset *cli_load_templates(const struct herold_config *cfg, bool *failed)
+{
+    struct tmpl_error te;
+    struct msgset *s = msgset_load_configured(cfg, failed, &te);
+
+    if (*failed)
+        fprintf(stderr, "herold: templates: %s/%s:%d:%d: %s\n", cfg->templates.dir, te.name,
+                te.line, te.col, te.msg);
+    return s;
+}
+
+/* cli_check_content - render the job's content as heroldd will, so a
+ * missing template or variable is refused here already.  Without a local
+ * message set, template jobs are left to heroldd to check. */
+static int cli_check_content(const struct herold_config *cfg, struct job *job,
+                             struct herr *err)
+{
+    struct msgset_opts o;
+    bool failed;
+    struct msgset *s = NULL;
+    int rc;
+
+    msgset_opts_from_config(cfg, &o);
+    if (job->template != NULL) {
+        s = cli_load_templates(cfg, &failed);
+        if (failed)
+            return herr_set(err, HERR_INPUT, "template", "the message set does not load");
+        if (s == NULL)
+            return 0;
+    }
+    rc = msgset_apply(s, &o, job, NULL, err);
+    msgset_free(s);
+    return rc;
+}
+
 static int cli_enqueue(const struct herold_config *cfg, const char *path)
 {
     struct job_limits lim = {cfg->jobs.max_bytes, cfg->jobs.max_recipients,
@@ -128,6 +174,11 @@ static int cli_enqueue(const struct herold_config *cfg, const char *path)
     }
     job = job_parse(data, len, NULL, &lim, cli_channel_ok, (void *)cfg, clock_wall(), &err);
     if (job == NULL) {
+        fprintf(stderr, "herold: invalid job: %s\n", herr_format(&err, buf, sizeof buf));
+        rc_exit = err.kind == HERR_INPUT ? CLI_INVALID : CLI_ERROR;
+        goto out;
+    }
+    if (cli_check_content(cfg, job, &err) != 0) {
         fprintf(stderr, "herold: invalid job: %s\n", herr_format(&err, buf, sizeof buf));
         rc_exit = err.kind == HERR_INPUT ? CLI_INVALID : CLI_ERROR;
         goto out;
@@ -250,6 +301,247 @@ static int cli_status(const struct herold_config *cfg, const char *id, bool as_j
     return CLI_OK;
 }
 
+static const char *const cli_channel_parts[][4] = {
+    {"email", "email.subject", "email.txt", "email.html"},
+    {"sms", "sms.txt", NULL, NULL},
+    {"push", "push.title", "push.body", NULL},
+    {"social", "social.txt", NULL, NULL},
+};
+
+/* cli_part_wanted - is part p shown for --channel ch ("all": every one)? */
+static bool cli_part_wanted(const char *ch, int p)
+{
+    if (strcmp(ch, "all") == 0)
+        return true;
+    for (size_t i = 0; i < sizeof cli_channel_parts / sizeof cli_channel_parts[0]; i++)
+        if (strcmp(cli_channel_parts[i][0], ch) == 0)
+            for (int k = 1; k < 4 && cli_channel_parts[i][k]; k++)
+                if (strcmp(cli_channel_parts[i][k], job_part_names[p]) == 0)
+                    return true;
+    return false;
+}
+
+/* cli_measure - a part's lengths as JSON: characters always, the SMS
+ * encoding and segments for sms.txt, graphemes and Mastodon's count for
+ * social.txt. */
+static json_t *cli_measure(int p, const char *text, bool derived, bool truncated)
+{
+    json_t *o = json_pack("{s:s,s:I,s:b,s:b}", "text", text, "chars",
+                          (json_int_t)limits_chars(text), "derived", derived, "truncated",
+                          truncated);
+
+    if (p == JOB_PART_SMS) {
+        struct sms_info si;
+        limits_sms(text, &si);
+        json_object_set_new(o, "sms", json_pack("{s:s,s:I,s:I}", "encoding",
+                                                si.encoding == SMS_GSM7 ? "GSM-7" : "UCS-2",
+                                                "units", (json_int_t)si.units, "segments",
+                                                (json_int_t)si.segments));
+    }
+    if (p == JOB_PART_SOCIAL) {
+        json_object_set_new(o, "graphemes", json_integer((json_int_t)limits_graphemes(text)));
+        json_object_set_new(o, "mastodon", json_integer((json_int_t)limits_mastodon_len(text)));
+    }
+    return o;
+}
+
+/* cli_print_part - one part for people: a header line with lengths, then
+ * the text. */
+static void cli_print_part(const char *name, const json_t *m)
+{
+    const json_t *sms = json_object_get(m, "sms");
+
+    printf("--- %s: %" JSON_INTEGER_FORMAT " characters", name,
+           json_integer_value(json_object_get(m, "chars")));
+    if (sms)
+        printf(", %s, %" JSON_INTEGER_FORMAT " %s, %" JSON_INTEGER_FORMAT " SMS",
+               json_string_value(json_object_get(sms, "encoding")),
+               json_integer_value(json_object_get(sms, "units")),
+               strcmp(json_string_value(json_object_get(sms, "encoding")), "GSM-7") == 0
+                   ? "septets" : "UTF-16 units",
+               json_integer_value(json_object_get(sms, "segments")));
+    if (json_object_get(m, "graphemes"))
+        printf(", %" JSON_INTEGER_FORMAT " graphemes (Bluesky), %" JSON_INTEGER_FORMAT
+               " as Mastodon counts",
+               json_integer_value(json_object_get(m, "graphemes")),
+               json_integer_value(json_object_get(m, "mastodon")));
+    if (json_is_true(json_object_get(m, "derived")))
+        printf(" [derived]");
+    if (json_is_true(json_object_get(m, "truncated")))
+        printf(" [truncated]");
+    printf("\n%s\n", json_string_value(json_object_get(m, "text")));
+}
+
+/* cli_adhoc - render an ad-hoc template (from --file or --string) as one
+ * part, with the partials of the configured set when there is one. */
+static int cli_adhoc(const struct herold_config *cfg, const char *src, size_t len,
+                     const char *name, int part, const json_t *data,
+                     struct msgset_result *res, struct herr *err)
+{
+    struct tmpl_error te;
+    struct tmpl *t = tmpl_compile(src, len, name, &te);
+    struct tmpl_render_opts ro = {
+        .escape = part == JOB_PART_EMAIL_HTML ? tmpl_escape_html : tmpl_escape_none,
+        .max_depth = cfg->templates.max_partial_depth,
+        .max_output = (size_t)cfg->templates.max_output_bytes,
+    };
+    struct tmpl_buf b = {0};
+    struct msgset_opts o;
+
+    memset(res, 0, sizeof *res);
+    if (t == NULL)
+        return herr_set(err, HERR_INPUT, NULL, "%s:%d:%d: %s", te.name, te.line, te.col, te.msg);
+    if (tmpl_render(t, data, &ro, &b, &te) != 0) {
+        tmpl_free(t);
+        tmpl_buf_free(&b);
+        return herr_set(err, HERR_INPUT, NULL, "%s:%d:%d: %s", te.name, te.line, te.col, te.msg);
+    }
+    tmpl_free(t);
+    res->parts[part] = herold_strdup(b.data ? b.data : "");
+    tmpl_buf_free(&b);
+    snprintf(res->lang, sizeof res->lang, "%s", cfg->templates.default_lang);
+    msgset_opts_from_config(cfg, &o);
+    return msgset_fit(&o, "truncate", "truncate", "truncate", res, err);
+}
+
+static int cli_render(const struct herold_config *cfg, int argc, char **argv)
+{
+    const char *tname = NULL, *file = NULL, *string = NULL, *datafile = NULL;
+    const char *lang = NULL, *channel = "all", *partname = "email.txt";
+    bool as_json = false, failed = false;
+    struct msgset *set = NULL;
+    struct msgset_result res;
+    json_t *data = NULL, *out = NULL, *parts;
+    struct herr err;
+    char buf[512];
+    char *src = NULL;
+    size_t len = 0;
+    int part = -1, rc = CLI_INVALID;
+
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--json") == 0) { as_json = true; continue; }
+        if (v == NULL && a[0] == '-' && a[1] == '-') { cli_usage(stderr); return CLI_USAGE; }
+        if (strcmp(a, "--file") == 0) file = argv[++i];
+        else if (strcmp(a, "--string") == 0) string = argv[++i];
+        else if (strcmp(a, "--data") == 0) datafile = argv[++i];
+        else if (strcmp(a, "--lang") == 0) lang = argv[++i];
+        else if (strcmp(a, "--channel") == 0) channel = argv[++i];
+        else if (strcmp(a, "--part") == 0) partname = argv[++i];
+        else if (a[0] != '-' && tname == NULL) tname = a;
+        else { cli_usage(stderr); return CLI_USAGE; }
+    }
+    if ((tname != NULL) + (file != NULL) + (string != NULL) != 1) {
+        fprintf(stderr, "herold: render needs exactly one of TEMPLATE, --file or --string\n");
+        return CLI_USAGE;
+    }
+    if (strcmp(channel, "all") != 0 && strcmp(channel, "email") != 0 &&
+        strcmp(channel, "sms") != 0 && strcmp(channel, "push") != 0 &&
+        strcmp(channel, "social") != 0) {
+        fprintf(stderr, "herold: --channel: expected email, sms, push, social or all\n");
+        return CLI_USAGE;
+    }
+    for (int p = 0; p < JOB_PARTS; p++)
+        if (strcmp(job_part_names[p], partname) == 0)
+            part = p;
+    if (part < 0) {
+        fprintf(stderr, "herold: --part: expected one of email.subject, email.txt, email.html, "
+                        "sms.txt, push.title, push.body, social.txt\n");
+        return CLI_USAGE;
+    }
+    if (datafile != NULL) {
+        json_error_t je;
+        data = strcmp(datafile, "-") == 0 ? json_loadf(stdin, JSON_REJECT_DUPLICATES, &je)
+                                          : json_load_file(datafile, JSON_REJECT_DUPLICATES, &je);
+        if (data == NULL || !json_is_object(data)) {
+            fprintf(stderr, "herold: --data %s:%d:%d: %s\n", datafile, je.line, je.column,
+                    data ? "expected a JSON object" : je.text);
+            json_decref(data);
+            return CLI_INVALID;
+        }
+    }
+    if (tname != NULL) {
+        const char *langs[3] = {lang, NULL, NULL};
+        set = cli_load_templates(cfg, &failed);
+        if (set == NULL) {
+            if (!failed)
+                fprintf(stderr, "herold: no message set at %s (templates.dir)\n",
+                        cfg->templates.dir);
+            goto out;
+        }
+        if (data == NULL && msgset_example(set, tname) != NULL)
+            data = json_deep_copy(msgset_example(set, tname));
+        if (msgset_render(set, tname, langs, data, &res, &err) != 0) {
+            fprintf(stderr, "herold: %s\n", herr_format(&err, buf, sizeof buf));
+            goto out;
+        }
+    } else {
+        if (file != NULL) {
+            src = cli_read_all(file, cfg->templates.max_output_bytes, &len);
+            if (src == NULL) {
+                fprintf(stderr, "herold: cannot read %s\n", file);
+                rc = CLI_ERROR;
+                goto out;
+            }
+        }
+        if (data == NULL)
+            data = json_object();
+        if (cli_adhoc(cfg, file ? src : string, file ? len : strlen(string),
+                      file ? file : "string", part, data, &res, &err) != 0) {
+            fprintf(stderr, "herold: %s\n", herr_format(&err, buf, sizeof buf));
+            msgset_result_fini(&res);
+            goto out;
+        }
+    }
+    out = json_pack("{s:s?,s:s}", "template", tname, "lang", res.lang);
+    parts = json_object();
+    for (int p = 0; p < JOB_PARTS; p++)
+        if (res.parts[p] != NULL && cli_part_wanted(channel, p))
+            json_object_set_new(parts, job_part_names[p],
+                                cli_measure(p, res.parts[p], res.derived[p], res.truncated[p]));
+    json_object_set_new(out, "parts", parts);
+    if (as_json) {
+        char *txt = json_dumps(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        if (txt)
+            puts(txt);
+        free(txt);
+    } else {
+        const char *k;
+        json_t *m;
+        printf("%s%s, language %s\n", tname ? "Template " : "Ad-hoc template",
+               tname ? tname : "", res.lang);
+        json_object_foreach(parts, k, m)
+            cli_print_part(k, m);
+    }
+    msgset_result_fini(&res);
+    rc = CLI_OK;
+out:
+    json_decref(out);
+    json_decref(data);
+    herold_free(src);
+    msgset_free(set);
+    return rc;
+}
+
+/* cli_templates - list the message set with descriptions. */
+static int cli_templates(const struct herold_config *cfg)
+{
+    bool failed;
+    struct msgset *s = cli_load_templates(cfg, &failed);
+
+    if (s == NULL) {
+        if (!failed)
+            fprintf(stderr, "herold: no message set at %s (templates.dir)\n",
+                    cfg->templates.dir);
+        return CLI_INVALID;
+    }
+    for (size_t i = 0; i < msgset_count(s); i++)
+        printf("%-24s %s\n", msgset_name(s, i), msgset_describe(s, msgset_name(s, i)));
+    msgset_free(s);
+    return CLI_OK;
+}
+
 int main(int argc, char **argv)
 {
     const char *config_path = getenv("HEROLD_CONFIG");
@@ -291,6 +583,10 @@ int main(int argc, char **argv)
         } else {
             rc = cli_status(cfg, argv[i + 1], as_json);
         }
+    } else if (strcmp(argv[i], "render") == 0) {
+        rc = cli_render(cfg, argc - i - 1, argv + i + 1);
+    } else if (strcmp(argv[i], "templates") == 0 && i + 1 == argc) {
+        rc = cli_templates(cfg);
     } else if (strcmp(argv[i], "pseudonym") == 0 && i + 2 == argc) {
         char p[16];
         if (cfg->log.pseudonym_key == NULL)

@@ -40,6 +40,8 @@ struct consumer {
     const struct herold_config *cfg;
     struct redisq *rq, *rqb;
     struct fanout *fanout;
+    const struct msgset *templates;
+    struct msgset_opts msg_opts;
     const char *crash_on_job;
     const char *prefix;
     char lane_key[LANE_COUNT][TRACK_KEY_MAX];
@@ -242,6 +244,18 @@ static void consumer_take(struct consumer *c, enum track_lane lane, const char *
     job = job_parse(payload, plen, track_lane_names[lane], &lim, consumer_channel_ok, c,
                     clock_wall(), &err);
     if (job == NULL) {
+        if (err.kind == HERR_RESOURCE) {
+            LOG(LOG_ERROR, "consumer", "job_deferred", "entry=%s reason=\"out of memory\"",
+                entry);
+            return;
+        }
+        consumer_reject(c, lane, entry, payload, plen, herr_format(&err, reason, sizeof reason));
+        return;
+    }
+    /* Render now, once per job: a missing template or variable rejects the
+     * job before anything is sent. */
+    if (msgset_apply(c->templates, &c->msg_opts, job, NULL, &err) != 0) {
+        job_free(job);
         if (err.kind == HERR_RESOURCE) {
             LOG(LOG_ERROR, "consumer", "job_deferred", "entry=%s reason=\"out of memory\"",
                 entry);
@@ -856,6 +870,7 @@ struct consumer *consumer_new(struct ev_loop *loop, const struct herold_config *
     c->rqb = rqb;
     c->crash_on_job = crash_on_job;
     c->prefix = cfg->redis.prefix;
+    msgset_opts_from_config(cfg, &c->msg_opts);
     for (int l = 0; l < LANE_COUNT; l++)
         track_key_lane(c->lane_key[l], c->prefix, (enum track_lane)l);
     track_key(c->rejected_key, c->prefix, "rejected");
@@ -883,6 +898,11 @@ struct consumer *consumer_new(struct ev_loop *loop, const struct herold_config *
     ev_timer_start(loop, &c->trim_timer);
     ev_timer_start(loop, &c->finish_timer);
     return c;
+}
+
+void consumer_set_templates(struct consumer *c, const struct msgset *set)
+{
+    c->templates = set;
 }
 
 void consumer_attach(struct consumer *c, struct fanout *f)

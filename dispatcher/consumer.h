@@ -24,6 +24,7 @@
 #include "../config/config.h"
 #include "fanout.h"
 #include "redisq.h"
+#include "../templates/msgset.h"
 
 struct consumer;
 
@@ -33,6 +34,10 @@ struct consumer;
 struct consumer *consumer_new(struct ev_loop *loop, const struct herold_config *cfg,
                               struct redisq *rq, struct redisq *rqb,
                               const char *crash_on_job);
+/* consumer_set_templates - the message set new jobs are rendered with
+ * (borrowed until the next call; NULL: inline content only). */
+void consumer_set_templates(struct consumer *c, const struct msgset *set);
+
 /* consumer_attach - the fanout that runs accepted jobs. */
 void consumer_attach(struct consumer *c, struct fanout *f);
 

@@ -520,6 +520,7 @@ static void fanout_submit(struct job_run *jr, uint32_t u)
     dc->d.subject = j->subject;
     dc->d.text = j->text;
     dc->d.html = j->html;
+    dc->d.parts = j->parts;
     dc->d.options = j->options ? json_object_get(j->options, chname) : NULL;
     if (ch->ops->submit(ch->state, &dc->d, fanout_on_done, dc, &err) != 0) {
         snprintf(res.reason, sizeof res.reason, "channel refused: %.140s", err.msg);

@@ -9,7 +9,9 @@
  * and the blocking read), the HTTP transport, the channel instances, the
  * consumer and the fanout.  SIGTERM or SIGINT: stop reading, drain in-flight
  * deliveries within delivery.drain_timeout_ms, let Redis confirm what was
- * recorded, exit 0.  Never exits because Redis went away.  Never dumps
+ * recorded, exit 0.  SIGHUP: reload the message set (templates/); a set
+ * with errors is reported and the old one kept.  Never exits because
+ * Redis went away.  Never dumps
  * core (secrets live in its memory).
  *
  * Test fault points (environment HEROLD_FAULTPOINT):
@@ -35,6 +37,7 @@
 #include "log.h"
 #include "redisq.h"
 #include "scripts.h"
+#include "../templates/msgset.h"
 
 #define HEROLDD_MAX_CHANNELS 16
 
@@ -48,7 +51,8 @@ struct heroldd {
     size_t nchannels;
     struct consumer *consumer;
     struct fanout *fanout;
-    ev_signal sigterm, sigint;
+    struct msgset *templates;
+    ev_signal sigterm, sigint, sighup;
     ev_timer settle;
     ev_tstamp settle_deadline;
     bool stopping;
@@ -126,6 +130,50 @@ static void heroldd_on_drained(void *arg)
     ev_timer_start(h->loop, &h->settle);
 }
 
+/* heroldd_load_templates - load the configured message set; logs what
+ * went wrong with file, line and column.  -1 on failure. */
+static int heroldd_load_templates(const struct herold_config *cfg, struct msgset **out)
+{
+    struct tmpl_error te;
+    bool failed;
+    char buf[200];
+
+    *out = msgset_load_configured(cfg, &failed, &te);
+    if (failed) {
+        LOG(LOG_ERROR, "heroldd", "templates_invalid", "dir=%s file=%s line=%d col=%d error=%s",
+            cfg->templates.dir, te.name, te.line, te.col, log_quote(te.msg, buf, sizeof buf));
+        return -1;
+    }
+    if (*out == NULL)
+        LOG(LOG_WARN, "heroldd", "templates_absent",
+            "dir=%s reason=\"no message set; jobs with inline content only\"",
+            cfg->templates.dir);
+    else
+        LOG(LOG_INFO, "heroldd", "templates_loaded", "dir=%s templates=%zu",
+            cfg->templates.dir, msgset_count(*out));
+    return 0;
+}
+
+/* heroldd_on_sighup - reload the message set; jobs already accepted keep
+ * what they rendered, and a broken set leaves the old one in place. */
+static void heroldd_on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    struct heroldd *h = w->data;
+    struct msgset *fresh;
+
+    (void)loop;
+    (void)revents;
+    if (heroldd_load_templates(h->cfg, &fresh) != 0) {
+        LOG(LOG_WARN, "heroldd", "templates_kept", "reason=\"reload failed\"");
+        return;
+    }
+    /* Rendering happens synchronously when a job is taken, so nothing
+     * holds the old set between loop iterations. */
+    consumer_set_templates(h->consumer, fresh);
+    msgset_free(h->templates);
+    h->templates = fresh;
+}
+
 static void heroldd_on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
     struct heroldd *h = w->data;
@@ -174,8 +222,19 @@ static int heroldd_check_config(const char *path)
         fprintf(stderr, "heroldd: %s: %s\n", path, herr_format(&err, buf, sizeof buf));
         rc = 1;
     } else {
-        printf("%s: configuration is valid (%zu channel%s)\n", path, h.nchannels,
-               h.nchannels == 1 ? "" : "s");
+        struct tmpl_error te;
+        bool failed;
+        h.templates = msgset_load_configured(h.cfg, &failed, &te);
+        if (failed) {
+            fprintf(stderr, "heroldd: %s: templates: %s/%s:%d:%d: %s\n", path,
+                    h.cfg->templates.dir, te.name, te.line, te.col, te.msg);
+            rc = 1;
+        } else {
+            printf("%s: configuration is valid (%zu channel%s, %zu template%s)\n", path,
+                   h.nchannels, h.nchannels == 1 ? "" : "s", msgset_count(h.templates),
+                   msgset_count(h.templates) == 1 ? "" : "s");
+        }
+        msgset_free(h.templates);
     }
     heroldd_channels_free(&h);
     config_free(h.cfg);
@@ -251,6 +310,11 @@ int main(int argc, char **argv)
         goto out;
     }
 
+    if (heroldd_load_templates(h.cfg, &h.templates) != 0) {
+        rc = 1;
+        goto out;
+    }
+
     h.rconf = (struct redisq_config){
         .host = h.cfg->redis.host,
         .port = h.cfg->redis.port,
@@ -276,6 +340,7 @@ int main(int argc, char **argv)
     if (h.fanout == NULL)
         goto oom;
     consumer_attach(h.consumer, h.fanout);
+    consumer_set_templates(h.consumer, h.templates);
     /* the state callbacks need the consumer, which needs the connections */
     redisq_set_state_cb(h.rq, consumer_on_redis, h.consumer);
     redisq_set_state_cb(h.rqb, consumer_on_redis, h.consumer);
@@ -286,6 +351,9 @@ int main(int argc, char **argv)
     ev_signal_init(&h.sigint, heroldd_on_signal, SIGINT);
     h.sigint.data = &h;
     ev_signal_start(h.loop, &h.sigint);
+    ev_signal_init(&h.sighup, heroldd_on_sighup, SIGHUP);
+    h.sighup.data = &h;
+    ev_signal_start(h.loop, &h.sighup);
 
     LOG(LOG_INFO, "heroldd", "starting", "version=0.1.0 channels=%zu consumer=%s",
         h.nchannels, h.cfg->queue.consumer);
@@ -313,7 +381,9 @@ out:
     if (h.loop) {
         ev_signal_stop(h.loop, &h.sigterm);
         ev_signal_stop(h.loop, &h.sigint);
+        ev_signal_stop(h.loop, &h.sighup);
     }
+    msgset_free(h.templates);
     LOG(LOG_INFO, "heroldd", "stopped", "status=%d", rc);
     config_free(h.cfg);
     return rc;

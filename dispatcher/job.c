@@ -45,7 +45,13 @@
 
 static const char *const job_known_fields[] = {
     "v", "id", "kind", "priority", "channels", "audience", "subject", "text",
-    "html", "lang", "topic", "send_at", "expires_at", "options", "meta",
+    "html", "template", "data", "lang", "topic", "send_at", "expires_at", "options",
+    "meta",
+};
+
+const char *const job_part_names[JOB_PARTS] = {
+    "email.subject", "email.txt", "email.html", "sms.txt", "push.title", "push.body",
+    "social.txt",
 };
 
 static const char *const job_kinds[] = {
@@ -338,12 +344,6 @@ static int job_check_fields(json_t *root, struct herr *err)
     const char *key;
     json_t *v;
 
-    if (json_object_get(root, "template") != NULL)
-        return job_bad(err, "template",
-                       "templates are not supported by this version of herold yet");
-    if (json_object_get(root, "data") != NULL)
-        return job_bad(err, "data",
-                       "templates are not supported by this version of herold yet");
     if (json_object_get(root, "references") != NULL)
         return job_bad(err, "references",
                        "not supported by this version of herold yet");
@@ -672,6 +672,37 @@ static int job_check_body(json_t *root, const char *key, bool required,
     return 0;
 }
 
+/* job_check_content - either a template (with optional data) or inline
+ * content (subject, text, optional html), never both. */
+static int job_check_content(struct job *j, json_t *root, const struct job_limits *lim,
+                             struct herr *err)
+{
+    const char *t;
+    json_t *data = json_object_get(root, "data");
+    static const char *const inline_fields[] = {"subject", "text", "html"};
+
+    if (job_string(root, "template", false, &t, err))
+        return -1;
+    if (t == NULL) {
+        if (data != NULL)
+            return job_bad(err, "data", "only allowed together with template");
+        return job_check_subject(j, root, lim, err) ||
+               job_check_body(root, "text", true, lim, &j->text, err) ||
+               job_check_body(root, "html", false, lim, &j->html, err);
+    }
+    if (strlen(t) < 1 || strlen(t) > 64 || !job_chars_ok(t, strlen(t), "-"))
+        return job_bad(err, "template", "expected 1-64 characters of a-z 0-9 -");
+    for (size_t i = 0; i < JOB_COUNT(inline_fields); i++)
+        if (json_object_get(root, inline_fields[i]) != NULL)
+            return job_bad(err, inline_fields[i],
+                           "not allowed together with template (the template provides it)");
+    if (data != NULL && !json_is_object(data))
+        return job_bad(err, "data", "expected an object");
+    j->template = t;
+    j->data = data;
+    return 0;
+}
+
 /* job_lang_ok - a BCP 47-like tag: 2-3 lowercase letters, then subtags of
  * "-" and 1-8 letters or digits, where a one-character subtag (such as
  * the private-use "x" in "de-x-ls") must be followed by another; at most
@@ -822,9 +853,7 @@ static int job_validate(struct job *j, const char *lane,
     if (job_check_priority(j, root, lane, err) ||
         job_check_channels(j, root, channel_ok, channel_arg, err) ||
         job_check_audience(j, root, lim, err) ||
-        job_check_subject(j, root, lim, err) ||
-        job_check_body(root, "text", true, lim, &j->text, err) ||
-        job_check_body(root, "html", false, lim, &j->html, err))
+        job_check_content(j, root, lim, err))
         return -1;
 
     if (job_string(root, "lang", false, &s, err))
@@ -915,6 +944,8 @@ void job_free(struct job *j)
     if (j == NULL)
         return;
     herold_free(j->rcpts);
+    for (int i = 0; i < JOB_PARTS; i++)
+        herold_free(j->parts[i]);
     json_decref(j->root);
     herold_free(j);
 }

@@ -23,6 +23,15 @@
 #define JOB_MAX_CHANNELS 16
 #define JOB_ID_MAX 128
 
+/* The rendered parts of a message, one per channel use (docs/templates.md). */
+enum job_part {
+    JOB_PART_EMAIL_SUBJECT, JOB_PART_EMAIL_TXT, JOB_PART_EMAIL_HTML, JOB_PART_SMS,
+    JOB_PART_PUSH_TITLE, JOB_PART_PUSH_BODY, JOB_PART_SOCIAL, JOB_PARTS
+};
+
+/* "email.subject", "email.txt", ... as the template files are named. */
+extern const char *const job_part_names[JOB_PARTS];
+
 struct job_recipient {
     const char *id;       /* opaque, unique within the job */
     const char *email;    /* NULL if absent */
@@ -36,9 +45,13 @@ struct job {
     const char *priority;          /* urgent | normal | bulk */
     const char *lang;              /* default "de" */
     const char *topic;             /* NULL if absent */
-    const char *subject;
+    const char *subject;           /* inline content; NULL with a template */
     const char *text;
     const char *html;              /* NULL if absent */
+    const char *template;          /* template name, or NULL for inline content */
+    const json_t *data;            /* template data (an object), or NULL */
+    char *parts[JOB_PARTS];        /* owned; filled by msgset_apply, NULL = none */
+    char render_lang[36];          /* language the parts were rendered in */
     const char *channels[JOB_MAX_CHANNELS];
     size_t nchannels;
     struct job_recipient *rcpts;   /* owned array */

@@ -8,7 +8,7 @@ set -eu
 PKGS="gcc make pkg-config libev-dev libhiredis-dev libcurl4-openssl-dev \
 libesmtp-dev libjansson-dev libssl-dev libcmocka-dev redis-server \
 python3 nginx-light openssl ca-certificates curl procps clang \
-libclang-rt-14-dev valgrind"
+libclang-rt-14-dev valgrind libunistring-dev"
 
 missing=""
 for p in $PKGS; do

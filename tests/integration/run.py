@@ -861,6 +861,195 @@ def status_404_permanent(ctx):
     ctx.expect(not res.lost and not res.unexpected and res.bad_sig == 0, "checker: " + res.summary())
 
 
+# -- templates (issue 3) ------------------------------------------------------
+
+TEMPLATE_DIR = os.path.join(H.REPO, "templates", "default")
+TEMPLATE_LANGS = ("de", "en", "de-x-ls")
+PARTS = ("email.subject", "email.txt", "email.html", "sms.txt", "push.title",
+         "push.body", "social.txt")
+
+
+def _template_names():
+    return sorted(n for n in os.listdir(TEMPLATE_DIR)
+                  if not n.startswith("_") and os.path.isdir(os.path.join(TEMPLATE_DIR, n)))
+
+
+def _example(name):
+    with open(os.path.join(TEMPLATE_DIR, name, "example.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _render(cli, *args):
+    rc, out, err = cli.run("render", *args, "--json")
+    if rc != 0:
+        raise Fail("herold render %s: rc=%d %s" % (" ".join(args), rc, err.strip()))
+    return json.loads(out)
+
+
+def _template_job(job_id, template, data, n=3, **extra):
+    job = H.make_job(job_id, n, template=template, data=data, **extra)
+    del job["subject"], job["text"]
+    return job
+
+
+@test
+def template_set_renders(ctx):
+    """The shipped set renders for every template, language and channel part."""
+    r, m, cfg, cli = basic(ctx, templates={"dir": TEMPLATE_DIR})
+    names = _template_names()
+    ctx.expect(len(names) >= 5, "only %d templates in %s" % (len(names), TEMPLATE_DIR))
+    for name in names:
+        for lang in TEMPLATE_LANGS:
+            out = _render(cli, name, "--lang", lang)
+            ctx.expect(out["lang"] == lang, "%s rendered in %r, want %r" % (name, out["lang"], lang))
+            parts = out["parts"]
+            for part in PARTS:
+                if part == "email.html" and part not in parts:
+                    continue
+                ctx.expect(part in parts and parts[part]["text"].strip(),
+                           "%s/%s: part %s missing or empty" % (name, lang, part))
+                ctx.expect("{{" not in parts[part]["text"],
+                           "%s/%s/%s: an unrendered tag in the output" % (name, lang, part))
+            sms = parts["sms.txt"]["sms"]
+            ctx.expect(sms["segments"] <= 3, "%s/%s: %d SMS segments" % (name, lang, sms["segments"]))
+            ctx.expect(parts["social.txt"]["graphemes"] <= 300,
+                       "%s/%s: social post of %d graphemes" % (name, lang,
+                                                              parts["social.txt"]["graphemes"]))
+    # a language the set lacks falls back to the configured default
+    out = _render(cli, names[0], "--lang", "fr")
+    ctx.expect(out["lang"] == "de", "fallback language %r, want de" % out["lang"])
+    ctx.note("%d templates x %d languages rendered" % (len(names), len(TEMPLATE_LANGS)))
+
+
+@test
+def template_delivery(ctx):
+    """A job naming a template is delivered with exactly what `herold render` shows."""
+    r, m, cfg, cli = basic(ctx, templates={"dir": TEMPLATE_DIR})
+    d = ctx.daemon(cfg)
+    data = _example("abfuhr-erinnerung")
+    job = _template_job("tpl-1", "abfuhr-erinnerung", data, lang="en")
+    cli.enqueue_ok(job)
+    st = cli.wait_state("tpl-1", daemons=[d])
+    want = _render(cli, "abfuhr-erinnerung", "--lang", "en")["parts"]
+    recs = m.records()
+    ctx.expect(len(recs) == 3, "mock received %d requests, want 3" % len(recs))
+    for x in recs:
+        ctx.expect(x["subject"] == want["email.subject"]["text"], "subject differs from the preview")
+        ctx.expect(x["text"] == want["email.txt"]["text"], "text differs from the preview")
+        ctx.expect(x["lang"] == "en", "lang %r" % x["lang"])
+    ctx.expect(H.count(st, "sent") == 3, "status sent=%d" % H.count(st, "sent"))
+
+
+@test
+def template_rejects(ctx):
+    """Row 36: a missing template or required variable rejects the job (daemon
+    and CLI alike); a missing optional variable renders empty, never {{x}}."""
+    r, m, cfg, cli = basic(ctx, templates={"dir": TEMPLATE_DIR})
+    d = ctx.daemon(cfg)
+    name = "abfuhr-erinnerung"
+    with open(os.path.join(TEMPLATE_DIR, name, "template.json"), encoding="utf-8") as f:
+        required = json.load(f).get("required", [])
+    ctx.expect(required, "%s marks no variable as required" % name)
+    data = _example(name)
+    data.pop(required[0].split(".")[0])
+    cases = [("missing-template", _template_job("tpl-missing", "gibt-es-nicht", {}), "no template"),
+             ("missing-variable", _template_job("tpl-novar", name, data),
+              "data.%s" % required[0].split(".")[0])]
+    entries = []
+    for label, job, want in cases:
+        rc, out, err = cli.enqueue(job)
+        ctx.expect(rc == 1 and want in err, "%s: CLI rc=%d %r, want 1 and %r" % (label, rc, err, want))
+        entries.append((label, H.xadd_job(r, ctx.prefix, job), want))
+    rejected = _wait_rejected(ctx, r, [e for _, e, _ in entries])
+    for label, eid, want in entries:
+        ctx.expect(want in rejected[eid].get("reason", ""),
+                   "%s: reason %r lacks %r" % (label, rejected[eid].get("reason"), want))
+    # an optional variable left out: delivered, and nothing literal leaks
+    ok = _template_job("tpl-optional", name, _example(name))
+    ok["data"]["unbenutzt"] = None
+    cli.enqueue_ok(ok)
+    cli.wait_state("tpl-optional", daemons=[d])
+    for x in records_of(m, "tpl-optional"):
+        ctx.expect("{{" not in x["text"] and "{{" not in x["subject"], "literal tag delivered")
+
+
+@test
+def template_reload(ctx):
+    """SIGHUP reloads the set; a broken set is reported with file, line and
+    column and the old one stays in use, without dropping work."""
+    import shutil
+    tdir = os.path.join(ctx.dir, "templates")
+    shutil.copytree(TEMPLATE_DIR, tdir)
+    r, m, cfg, cli = basic(ctx, templates={"dir": tdir})
+    d = ctx.daemon(cfg)
+    name = "abfuhr-erinnerung"
+    subj = os.path.join(tdir, name, "de", "email.subject")
+    with open(subj, encoding="utf-8") as f:
+        good = f.read()
+    with open(subj, "w", encoding="utf-8") as f:
+        f.write("Abfuhr {{#tonnen}} ohne Ende\n")
+    os.kill(d.pid, signal.SIGHUP)
+    line = d.wait_for_log(r"event=templates_invalid", 30)
+    ctx.expect("email.subject" in line and "line=1" in line,
+               "reload error lacks file and line: %s" % line.strip())
+    d.wait_for_log(r"event=templates_kept", 30)
+    cli.enqueue_ok(_template_job("tpl-after-bad", name, _example(name)))
+    st = cli.wait_state("tpl-after-bad", daemons=[d])
+    ctx.expect(H.count(st, "sent") == 3, "job after a failed reload: sent=%d" % H.count(st, "sent"))
+    # fixed, with a new template beside it: the reload takes both
+    with open(subj, "w", encoding="utf-8") as f:
+        f.write(good)
+    shutil.copytree(os.path.join(tdir, name), os.path.join(tdir, "abfuhr-kopie"))
+    os.kill(d.pid, signal.SIGHUP)
+    d.wait_for_log(r"event=templates_loaded .*templates=%d" % (len(_template_names()) + 1), 30)
+    cli.enqueue_ok(_template_job("tpl-new", "abfuhr-kopie", _example(name)))
+    st = cli.wait_state("tpl-new", daemons=[d])
+    ctx.expect(H.count(st, "sent") == 3, "job with the new template: sent=%d" % H.count(st, "sent"))
+    ctx.expect(d.alive(), "heroldd exited during reloads")
+
+
+@test
+def template_injection(ctx):
+    """RELIABILITY 4.3 through the whole path: data is values, never template;
+    a line break smuggled into the subject rejects the job."""
+    r, m, cfg, cli = basic(ctx, templates={"dir": TEMPLATE_DIR})
+    d = ctx.daemon(cfg)
+    name = "baustelle"
+    data = _example(name)
+    with open(os.path.join(TEMPLATE_DIR, name, "de", "email.txt"), encoding="utf-8") as f:
+        txt_src = f.read()
+    key = next((k for k, v in data.items() if isinstance(v, str) and "{{" + k + "}}" in txt_src),
+               None)
+    if key is None:
+        raise Fail("no plain {{variable}} in %s/de/email.txt to inject into" % name)
+    data[key] = "{{#x}}<script>alert(1)</script>{{/x}} \u202e"
+    cli.enqueue_ok(_template_job("tpl-inject", name, data))
+    cli.wait_state("tpl-inject", daemons=[d])
+    recs = records_of(m, "tpl-inject")
+    ctx.expect(recs, "nothing delivered")
+    for x in recs:
+        # evaluated, the section would have swallowed the script text
+        ctx.expect(data[key] in x["text"], "data was not passed through verbatim as a value")
+    rc, out, err = cli.run("render", name, "--data", "-", "--json",
+                           stdin_data=json.dumps(data).encode())
+    html = json.loads(out)["parts"].get("email.html", {}).get("text", "")
+    ctx.expect("<script>" not in html, "unescaped data in email.html")
+    bad = _example(name)
+    subject_var = None
+    with open(os.path.join(TEMPLATE_DIR, name, "de", "email.subject"), encoding="utf-8") as f:
+        src = f.read()
+    for k, v in bad.items():
+        if isinstance(v, str) and "{{" + k + "}}" in src:
+            subject_var = k
+    if subject_var is None:
+        raise Fail("no plain {{variable}} in %s/de/email.subject to inject into" % name)
+    bad[subject_var] = "Hauptstrasse\r\nBcc: victim@example.org"
+    job = _template_job("tpl-crlf", name, bad)
+    eid = H.xadd_job(r, ctx.prefix, job)
+    rej = _wait_rejected(ctx, r, [eid])
+    ctx.expect("line break" in rej[eid].get("reason", ""), "reason %r" % rej[eid].get("reason"))
+
+
 @test
 def privacy_canaries(ctx):
     r = ctx.redis(password=H.REDIS_PASSWORD)

@@ -73,7 +73,7 @@ struct job_case {
 #define MSG_TIME "expected an RFC 3339 date-time such as 2026-12-01T07:00:00+01:00"
 #define MSG_UNKNOWN "unknown field (job format v1)"
 #define MSG_NOTYET "not supported by this version of herold yet"
-#define MSG_TPL "templates are not supported by this version of herold yet"
+#define MSG_TPL "not allowed together with template (the template provides it)"
 #define MSG_BREAK "must not contain line breaks"
 #define MSG_CTRL "must not contain control characters"
 #define RCPTS(...) "{\"audience\":{\"recipients\":[" __VA_ARGS__ "]}}"
@@ -132,8 +132,21 @@ static const struct job_case job_cases[] = {
         "job format version 2 is not supported; this herold reads version 1"),
 
     /* reserved and unknown top-level fields */
-    BAD("template reserved", "{\"template\":\"abfuhr-erinnerung\"}", "template", MSG_TPL),
-    BAD("data reserved", "{\"data\":{\"street\":\"" CANARY "\"}}", "data", MSG_TPL),
+    OK("template with data", "{\"template\":\"abfuhr-erinnerung\",\"data\":{\"strasse\":"
+       "\"Hauptstra\u00dfe\"},\"-subject\":0,\"-text\":0}"),
+    OK("template without data", "{\"template\":\"abfuhr-erinnerung\",\"-subject\":0,"
+       "\"-text\":0}"),
+    BAD("template and subject", "{\"template\":\"abfuhr-erinnerung\"}", "subject", MSG_TPL),
+    BAD("template and html", "{\"template\":\"abfuhr-erinnerung\",\"-subject\":0,"
+        "\"-text\":0,\"html\":\"<p>x</p>\"}", "html", MSG_TPL),
+    BAD("template bad name", "{\"template\":\"Abfuhr!\",\"-subject\":0,\"-text\":0}",
+        "template", "expected 1-64 characters of a-z 0-9 -"),
+    BAD("template number", "{\"template\":7,\"-subject\":0,\"-text\":0}", "template",
+        "expected a string"),
+    BAD("data not an object", "{\"template\":\"abfuhr-erinnerung\",\"data\":[1],"
+        "\"-subject\":0,\"-text\":0}", "data", "expected an object"),
+    BAD("data without template", "{\"data\":{\"street\":\"" CANARY "\"}}", "data",
+        "only allowed together with template"),
     BAD("references reserved", "{\"references\":[\"x\"]}", "references", MSG_NOTYET),
     BAD("reserved before unknown", "{\"zzz\":1,\"references\":[]}", "references", MSG_NOTYET),
     BAD("unknown field", "{\"sender\":\"" CANARY "\"}", "sender", MSG_UNKNOWN),
