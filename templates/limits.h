@@ -16,8 +16,11 @@
  *
  * Truncation cuts at a word boundary and appends "…" so that the result,
  * ellipsis included, fits; a single word longer than the limit is cut at a
- * character (or grapheme) boundary.  Never produces invalid UTF-8.
- * Input must be valid UTF-8 (rendered templates are).
+ * character (or grapheme) boundary.  An SMS that stays GSM-7 gets "..."
+ * instead: "…" is not in GSM 03.38 and would make it UCS-2.  Never
+ * produces invalid UTF-8.  Input should be valid UTF-8 (rendered templates
+ * are); a bad byte counts as one character, U+FFFD, and comes back from
+ * the fit functions as U+FFFD.
  */
 #ifndef HEROLD_LIMITS_H
 #define HEROLD_LIMITS_H
@@ -38,9 +41,9 @@ struct sms_info {
 void limits_sms(const char *text, struct sms_info *out);
 
 /* limits_sms_fit - the longest prefix of text (cut at a word boundary,
- * "…" appended when cut) that fits in max_segments.  Returns a new string
- * (free with free()) or NULL when out of memory.  *cut tells whether it
- * was shortened. */
+ * "..." appended when cut and the result is GSM-7, "…" when it is UCS-2)
+ * that fits in max_segments.  Returns a new string (free with free()) or
+ * NULL when out of memory.  *cut tells whether it was shortened. */
 char *limits_sms_fit(const char *text, size_t max_segments, bool *cut);
 
 /* Code points of text. */

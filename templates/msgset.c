@@ -866,8 +866,9 @@ int msgset_render(const struct msgset *s, const char *name, const char *const la
             continue;
         if (tmpl_render(l->part[p], data, &ro, &b, &te) != 0) {
             tmpl_buf_free(&b);
-            herr_set(err, HERR_INPUT, "template", "%s:%d:%d: %s", te.name, te.line, te.col,
-                     te.msg);
+            /* out of memory defers the job; anything else is its fault */
+            herr_set(err, te.nomem ? HERR_RESOURCE : HERR_INPUT, "template", "%s:%d:%d: %s",
+                     te.name, te.line, te.col, te.msg);
             goto fail;
         }
         if (pc.missing[0] != '\0') {
