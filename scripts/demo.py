@@ -11,6 +11,7 @@ worked.  Leaves no process behind.
 """
 
 import base64
+import json
 import os
 import random
 import shutil
@@ -57,9 +58,18 @@ def demo_config(redis_port, mock_url):
                      "drain_timeout_ms": 5000},
         "http": {"connect_timeout_ms": 2000, "timeout_ms": 5000},
         "log": {"level": "info", "pseudonym_key": "${HEROLD_PSEUDONYM_KEY}"},
+        "templates": {"dir": TEMPLATES},
         "channels": {"webhook": {"endpoints": [
             {"name": "stadt-app", "url": mock_url, "secret": "${HEROLD_WEBHOOK_SECRET}"}]}},
     }
+
+
+TEMPLATES = os.path.join(H.REPO, "templates", "default")
+
+
+def example(name):
+    with open(os.path.join(TEMPLATES, name, "example.json"), encoding="utf-8") as f:
+        return json.load(f)
 
 
 def jobs(tag):
@@ -79,15 +89,12 @@ def jobs(tag):
                  "bis 6 Uhr an den Straßenrand.\n\n"
                  "Ihre Stadtverwaltung Musterstadt"),
     }
+    # the alert is written once as a template and rendered per channel
     alert = {
         "v": 1, "id": "unwetter-2026-12-01-%s" % tag, "kind": "alert",
         "channels": ["webhook"], "topic": "unwetter", "lang": "de",
         "audience": {"recipients": [{"id": h} for h in HOUSEHOLDS]},
-        "subject": "Unwetterwarnung: Orkanböen erwartet",
-        "text": ("Der Deutsche Wetterdienst warnt für heute ab 18 Uhr vor Orkanböen "
-                 "bis 120 km/h. Meiden Sie Parks, Wälder und Alleen, sichern Sie lose "
-                 "Gegenstände auf Balkonen und Terrassen. Der Weihnachtsmarkt bleibt "
-                 "heute geschlossen.\n\nStadt Musterstadt, Ordnungsamt"),
+        "template": "unwetterwarnung", "data": example("unwetterwarnung"),
     }
     # invalid on purpose: no subject, and a kind herold does not know
     invalid = {
@@ -129,6 +136,12 @@ def run(tmp):
     say()
 
     announcement, alert, invalid = jobs(suffix())
+    rc, out, err = cli.run("render", "unwetterwarnung", "--channel", "sms")
+    if rc != 0:
+        raise DemoFailed("herold render failed: rc=%d %s" % (rc, err.strip()))
+    say("  $ herold render unwetterwarnung --channel sms   (preview before sending)")
+    say(indent(out))
+    say()
     for job, what in ((announcement, "announcement"), (alert, "alert")):
         rc, out, err = cli.enqueue(job)
         if rc != 0:
