@@ -121,8 +121,13 @@ fuzz:
 	  echo "fuzz $$n: $$(grep -c '' build/fuzz/$$n.log) log lines, no findings"; \
 	done
 
-valgrind: unit-bins
+# valgrind: the unit tests, then heroldd itself in a few integration tests
+# (its errors and definite leaks fail the test; see SANITIZER_RX).
+VALGRIND_IT ?= delivery_signed sigterm_drain template_delivery redis_restart
+valgrind: all unit-bins
 	sh scripts/run-unit.sh --valgrind $(UNIT_BIN)
+	HEROLD_WRAP="valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite" \
+	HEROLD_DEADLINE_SCALE=10 $(PYTHON) tests/integration/run.py $(VALGRIND_IT)
 
 demo: all
 	$(PYTHON) scripts/demo.py

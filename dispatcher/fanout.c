@@ -516,7 +516,7 @@ static void fanout_submit(struct job_run *jr, uint32_t u)
     dc->d.address = fanout_contact(ch, r);
     dc->d.idem_key = dc->idem;
     dc->d.attempt = jr->attempts[u];
-    dc->d.lang = j->lang;
+    dc->d.lang = j->render_lang[0] ? j->render_lang : j->lang;   /* what was rendered */
     dc->d.subject = j->subject;
     dc->d.text = j->text;
     dc->d.html = j->html;

@@ -288,7 +288,9 @@ class Daemon:
         if env:
             e.update(env)
         with open(path, "ab") as f:
-            self.proc = procs.spawn([program("heroldd"), "-c", self.cfg_path],
+            # HEROLD_WRAP runs heroldd under a tool, e.g. valgrind (make valgrind)
+            wrap = os.environ.get("HEROLD_WRAP", "").split()
+            self.proc = procs.spawn(wrap + [program("heroldd"), "-c", self.cfg_path],
                                     stdout=f, stderr=f, env=e, cwd=self.tdir)
         if wait_ready:
             self.wait_for_log(_READY, timeout)
@@ -632,7 +634,11 @@ def all_canaries(include_body=True):
 
 SANITIZER_RX = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|"
                           r"runtime error: |UndefinedBehaviorSanitizer|"
-                          r"==\d+==ERROR")
+                          r"==\d+==ERROR|"
+                          # valgrind memcheck (make valgrind runs heroldd under it)
+                          r"==\d+== (Invalid (read|write|free)|Conditional jump|"
+                          r"Use of uninitialised|Syscall param|Mismatched free|"
+                          r"Source and destination overlap)|definitely lost in")
 
 
 def sanitizer_reports(paths):

@@ -1160,7 +1160,8 @@ def privacy_all_logs():
 
 
 def main():
-    filt = sys.argv[1] if len(sys.argv) > 1 else None
+    filters = sys.argv[1:]
+    filt = filters[0] if filters else None
     if filt in ("-h", "--help"):
         print(__doc__)
         return 0
@@ -1170,9 +1171,9 @@ def main():
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, on_signal)
 
-    selected = [(n, f) for n, f in TESTS if not filt or filt in n]
+    selected = [(n, f) for n, f in TESTS if not filters or any(x in n for x in filters)]
     if not selected:
-        print("no test matches %r" % filt)
+        print("no test matches %r" % filters)
         print("0 passed, 1 failed")
         return 1
     missing = H.missing_programs()
