@@ -210,13 +210,15 @@ def redis_cpu_s(client):
             float(d["used_cpu_sys_children"]) + float(d["used_cpu_user_children"]))
 
 
-def redis_cmdstats(client):
-    """{command: calls} from INFO commandstats (commands run by scripts count too)."""
+def redis_cmdstats(client, field="calls"):
+    """{command: calls} (or usec) from INFO commandstats (commands run by
+    scripts count too; a script's usec includes its inner commands)."""
     out = {}
     for ln in client.call("INFO", "commandstats").splitlines():
         if ln.startswith("cmdstat_"):
             name, _, rest = ln[len("cmdstat_"):].partition(":")
-            out[name] = int(rest.split(",")[0].split("=")[1])
+            kv = dict(x.split("=", 1) for x in rest.split(","))
+            out[name] = int(float(kv[field]))
     return out
 
 
@@ -324,6 +326,7 @@ class Run:
             cpu_r0 = redis_cpu_s(poll)
             cpu_n0 = self.nginx.cpu_s()
             cmd0 = redis_cmdstats(poll)
+            usec0 = redis_cmdstats(poll, "usec")
             busy0, all0 = machine_busy()
             t0 = time.monotonic()
             self.enqueue(jobs)
@@ -346,6 +349,7 @@ class Run:
             cpu_r, cpu_rc = cpu_r1[0] - cpu_r0[0], cpu_r1[1] - cpu_r0[1]
             cpu_n = self.nginx.cpu_s() - cpu_n0
             cmd1 = redis_cmdstats(poll)
+            usec1 = redis_cmdstats(poll, "usec")
             busy1, all1 = machine_busy()
             hwm = proc_status_kb(self.daemon.pid, "VmHWM")
             counts = poll.pipeline([("HMGET", k, "c:webhook:sent", "c:webhook:failed",
@@ -368,6 +372,7 @@ class Run:
                 "nginx_us": cpu_n * 1e6 / total,
                 "evalsha": cmd1.get("evalsha", 0) - cmd0.get("evalsha", 0),
                 "redis_cmds": sum(cmd1.values()) - sum(cmd0.values()),
+                "redis_top": sorted(((usec1[k] - usec0.get(k, 0)) / total, k) for k in usec1)[-4:],
                 "machine_busy": 100.0 * (busy1 - busy0) / max(1, all1 - all0),
                 "hwm_kb": hwm, "log_warnings": warnings}
 
@@ -410,6 +415,8 @@ def print_table(results):
               "%d EVALSHA (%.1f deliveries each), forked children %.1f us/delivery" % (
                   r["redis_cmds"] / r["deliveries"], r["evalsha"],
                   r["deliveries"] / max(1, r["evalsha"]), r["redis_children_us"]))
+        print("    Redis command time per delivery (commandstats usec): %s" % ", ".join(
+            "%s %.2f us" % (k, v) for v, k in reversed(r["redis_top"])))
         print("    nginx CPU %.1f us/delivery; all CPUs %.0f%% busy during the run "
               "(other load on this machine included)" % (r["nginx_us"], r["machine_busy"]))
 
