@@ -20,9 +20,9 @@ WARN    := -std=c11 -Wall -Wextra -Werror -Wstrict-prototypes \
            -Wmissing-prototypes -Wwrite-strings -Wformat=2 -Wshadow
 DEFS    := -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
            -DHEROLD_TEMPLATE_DIR='"$(PREFIX)/share/herold/templates"'
-PKGS    := hiredis jansson libcurl openssl
+PKGS    := hiredis jansson libcurl openssl libesmtp-1.0
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lunistring -lm
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lunistring -lopendkim -ldl -lm
 
 SAN     ?=
 ifeq ($(SAN),1)
@@ -44,7 +44,8 @@ COMMON  := dispatcher/herr.c dispatcher/alloc.c dispatcher/log.c \
            dispatcher/scripts.c dispatcher/clock.c config/config.c \
            channels/registry.c channels/classify.c channels/http.c \
            channels/webhook.c templates/render.c templates/limits.c \
-           templates/msgset.c
+           templates/msgset.c channels/mime.c channels/dkim.c \
+           channels/smtp_pool.c channels/email.c
 DAEMON  := dispatcher/heroldd.c dispatcher/consumer.c dispatcher/fanout.c
 CLI     := dispatcher/cli.c
 
@@ -93,6 +94,8 @@ test-plain: all unit-bins
 	@sh scripts/lint.sh
 	@sh scripts/run-unit.sh $(UNIT_BIN)
 	$(PYTHON) tests/harness/selftest.py
+	rm -rf build/mime-samples && HEROLD_MIME_OUT=build/mime-samples build/plain/tests/test_mime >/dev/null
+	$(PYTHON) tests/integration/mime_check.py build/mime-samples
 	HEROLD_BIN=bin $(PYTHON) tests/integration/run.py
 
 test-asan:

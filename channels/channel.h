@@ -50,6 +50,7 @@ typedef void channel_done_fn(void *arg, const struct delivery_result *res);
 struct channel_env {
     struct ev_loop *loop;
     struct http_transport *http;   /* shared HTTP transport (curl multi) */
+    bool check_only;               /* --check-config: validate, start nothing */
 };
 
 /* One unit of work: one recipient on one channel for one job.  All strings

@@ -9,10 +9,12 @@
 #include <string.h>
 
 #include "channel.h"
+#include "email.h"
 #include "webhook.h"
 
 static const struct channel_ops *const channel_table[] = {
     &webhook_channel,
+    &email_channel,
 };
 
 #define CHANNEL_COUNT (sizeof channel_table / sizeof channel_table[0])

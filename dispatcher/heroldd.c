@@ -70,7 +70,7 @@ static void heroldd_usage(FILE *out)
 static int heroldd_channels_init(struct heroldd *h, struct http_transport *http,
                                  struct herr *err)
 {
-    struct channel_env env = {h->loop, http};
+    struct channel_env env = {h->loop, http, http == NULL};
     const char *name;
     json_t *conf;
 

@@ -8,7 +8,7 @@ set -eu
 PKGS="gcc make pkg-config libev-dev libhiredis-dev libcurl4-openssl-dev \
 libesmtp-dev libjansson-dev libssl-dev libcmocka-dev redis-server \
 python3 nginx-light openssl ca-certificates curl procps clang \
-libclang-rt-14-dev valgrind libunistring-dev"
+libclang-rt-14-dev valgrind libunistring-dev libopendkim-dev python3-dkim python3-aiosmtpd python3-trustme"
 
 missing=""
 for p in $PKGS; do

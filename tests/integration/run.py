@@ -1051,6 +1051,287 @@ def template_injection(ctx):
     ctx.expect("line break" in rej[eid].get("reason", ""), "reason %r" % rej[eid].get("reason"))
 
 
+# -- e-mail (issue 4) -----------------------------------------------------------
+
+SINK = os.path.join(H.REPO, "tests", "harness", "smtpsink.py")
+SMTP_USER, SMTP_PASS = "herold", "canary-smtp-Pa55word-7f3e"
+
+
+class Sink:
+    """tests/harness/smtpsink.py as a process; restartable on its port."""
+
+    def __init__(self, ctx, *modes, certs=None, port=None):
+        self.ctx, self.modes = ctx, list(modes)
+        self.port = port or procs.free_port()
+        self.dir = tempfile.mkdtemp(prefix="sink-", dir=ctx.dir)
+        self.log = os.path.join(self.dir, "sink.jsonl")
+        self.certs = certs
+        self.proc = None
+
+    def start(self, *modes):
+        if modes:
+            self.modes = list(modes)
+        pf = os.path.join(self.dir, "port")
+        if os.path.exists(pf):
+            os.unlink(pf)
+        argv = ["/usr/bin/python3", SINK, "--port", str(self.port), "--portfile", pf,
+                "--store", self.dir, "--log", self.log] + self.modes
+        with open(os.path.join(self.dir, "sink.out"), "ab") as f:
+            self.proc = procs.spawn(argv, stdout=f, stderr=f)
+        procs.wait_until(lambda: os.path.exists(pf) or None, 30, "the SMTP sink to listen")
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+    def events(self, kind=None):
+        if not os.path.exists(self.log):
+            return []
+        with open(self.log, encoding="utf-8") as f:
+            ev = [json.loads(l) for l in f if l.strip()]
+        return [e for e in ev if kind is None or e.get("event") == kind]
+
+    def messages(self):
+        out = []
+        for e in self.events("message"):
+            with open(e["file"], "rb") as f:
+                out.append((e, f.read()))
+        return out
+
+
+def make_certs(ctx):
+    d = os.path.join(ctx.dir, "certs")
+    os.makedirs(d, exist_ok=True)
+    r = subprocess.run(["/usr/bin/python3", SINK, "--make-certs", d], capture_output=True)
+    if r.returncode != 0:
+        raise Fail("smtpsink --make-certs: %s" % r.stderr.decode(errors="replace"))
+    return d
+
+
+def dkim_key(ctx):
+    """A fresh 2048-bit key pair: (private key path, base64 public key)."""
+    key = os.path.join(ctx.dir, "dkim.key")
+    subprocess.run(["openssl", "genrsa", "-out", key, "2048"], check=True, capture_output=True)
+    os.chmod(key, 0o600)
+    pub = subprocess.run(["openssl", "rsa", "-in", key, "-pubout", "-outform", "DER"],
+                         check=True, capture_output=True).stdout
+    import base64
+    return key, base64.b64encode(pub).decode()
+
+
+def email_cfg(ctx, r, sink, certs, *, dkim=None, m=None, **extra):
+    email = {
+        "relay": {"host": "localhost", "port": sink.port, "starttls": "required",
+                  "ca_file": os.path.join(certs, "ca.pem"), "username": SMTP_USER,
+                  "password": "${HEROLD_SMTP_PASSWORD}", "ehlo": "herold.test.example"},
+        "from": {"address": "rathaus@musterstadt.example", "name": "Stadt Musterstadt – Bürgeramt"},
+        "reply_to": "buergerservice@musterstadt.example",
+        "list_id": "nachrichten.musterstadt.example",
+        "unsubscribe": {"url": "https://buergerservice.musterstadt.example/abmelden?t={token}",
+                        "mailto": "abmelden@musterstadt.example",
+                        "key": "${HEROLD_UNSUBSCRIBE_KEY}"},
+        "workers": 2, "connect_timeout_ms": 2000, "command_timeout_ms": 3000,
+        "data_timeout_ms": 3000,
+    }
+    if dkim:
+        email["dkim"] = {"domain": "musterstadt.example", "selector": "herold",
+                         "key": "@file:" + dkim}
+    email.update(extra)
+    return ctx.config(r, {"mock": m} if m else {"mock": "http://127.0.0.1:9/hook"},
+                      channels={"email": email})
+
+
+EMAIL_ENV = {"HEROLD_SMTP_PASSWORD": SMTP_PASS,
+             "HEROLD_UNSUBSCRIBE_KEY": "canary-unsub-key-0123456789abcdef"}
+
+
+def email_job(job_id, n=3, **extra):
+    job = H.make_job(job_id, n, channels=("email",), endpoint=None, **extra)
+    job.setdefault("subject", "Abfuhrtermine Hauptstraße – Änderung 🗑️")
+    job["text"] = ("Liebe Bürgerinnen und Bürger,\n.\nZeile mit Punkt am Anfang folgt:\n"
+                   ".versteckt\n\nGrüße, 5 € Gebühr")
+    job["html"] = "<p>Liebe Bürgerinnen und Bürger,</p><p>5 &euro; Gebühr</p>"
+    return job
+
+
+def parse_eml(raw):
+    import email as pyemail
+    import email.policy
+    return pyemail.message_from_bytes(raw, policy=pyemail.policy.default)
+
+
+@test
+def email_delivery_mime(ctx):
+    """Rows 33/34 and issue 4 items 2-4: delivered over STARTTLS with AUTH,
+    parsed by Python's email package, DKIM verified independently."""
+    certs = make_certs(ctx)
+    sink = Sink(ctx, "--tls-cert", os.path.join(certs, "good.pem"), "--tls-key",
+                os.path.join(certs, "good.key"), "--auth", "%s:%s" % (SMTP_USER, SMTP_PASS)).start()
+    r = ctx.redis()
+    key, pub = dkim_key(ctx)
+    cfg = email_cfg(ctx, r, sink, certs, dkim=key)
+    d = ctx.daemon(cfg, env=EMAIL_ENV)
+    cli = H.Cli(ctx.dir, cfg, env=EMAIL_ENV)
+    job = email_job("mail-1", 3)
+    cli.enqueue_ok(job)
+    st = cli.wait_state("mail-1", daemons=[d])
+    ctx.expect(H.count(st, "sent", "email") == 3, "sent=%d" % H.count(st, "sent", "email"))
+    msgs = sink.messages()
+    ctx.expect(len(msgs) == 3, "sink got %d messages" % len(msgs))
+    auths = sink.events("auth")
+    ctx.expect(auths and all(a.get("tls") for a in auths), "AUTH outside TLS: %s" % auths)
+    import dkim as pydkim
+
+    def dnsfunc(name, timeout=5):
+        want = b"herold._domainkey.musterstadt.example."
+        return ("v=DKIM1; k=rsa; p=" + pub).encode() if name == want else None
+    tokens = set()
+    rcpts = {x["email"] for x in job["audience"]["recipients"]}
+    for ev, raw in msgs:
+        ctx.expect(b"\n" not in raw.replace(b"\r\n", b""), "bare LF in DATA")
+        ctx.expect(all(len(l) <= 998 for l in raw.split(b"\r\n")), "line over 998 octets")
+        msg = parse_eml(raw)
+        for h in ("From", "To", "Subject", "Message-ID", "Date", "MIME-Version"):
+            ctx.expect(len(msg.get_all(h) or []) == 1, "%s appears %d times" % (h, len(msg.get_all(h) or [])))
+        ctx.expect(msg.get_all("Bcc") is None, "a Bcc header")
+        ctx.expect(str(msg["Subject"]) == job["subject"], "subject %r" % str(msg["Subject"]))
+        ctx.expect(msg["To"].addresses[0].addr_spec in rcpts, "To %r" % str(msg["To"]))
+        text = msg.get_body(("plain",)).get_content().replace("\r\n", "\n")
+        html = msg.get_body(("html",)).get_content().replace("\r\n", "\n")
+        ctx.expect(text.rstrip("\n") == job["text"], "text part differs: %r" % text[:80])
+        ctx.expect(html.rstrip("\n") == job["html"], "html part differs")
+        lu = str(msg["List-Unsubscribe"] or "")
+        ctx.expect("https://buergerservice.musterstadt.example/abmelden?t=" in lu and "mailto:" in lu,
+                   "List-Unsubscribe %r" % lu)
+        ctx.expect(str(msg["List-Unsubscribe-Post"]) == "List-Unsubscribe=One-Click",
+                   "List-Unsubscribe-Post %r" % msg["List-Unsubscribe-Post"])
+        tokens.add(lu)
+        ctx.expect(msg["List-Id"] is not None, "no List-Id")
+        ctx.expect(pydkim.verify(raw, dnsfunc=dnsfunc), "DKIM signature does not verify")
+        ctx.expect(not pydkim.verify(raw.replace(b"Geb", b"Gxb"), dnsfunc=dnsfunc),
+                   "DKIM verifies a tampered message")
+    ctx.expect(len(tokens) == 3, "List-Unsubscribe is not per recipient")
+
+
+@test
+def email_alert_note(ctx):
+    """Urgent alerts: no unsubscribe from warnings, a note on preferences."""
+    certs = make_certs(ctx)
+    sink = Sink(ctx, "--tls-cert", os.path.join(certs, "good.pem"), "--tls-key",
+                os.path.join(certs, "good.key"), "--auth", "%s:%s" % (SMTP_USER, SMTP_PASS)).start()
+    r = ctx.redis()
+    cfg = email_cfg(ctx, r, sink, certs)
+    d = ctx.daemon(cfg, env=EMAIL_ENV)
+    cli = H.Cli(ctx.dir, cfg, env=EMAIL_ENV)
+    job = email_job("alert-1", 2, kind="alert", lane="urgent")
+    cli.enqueue_ok(job)
+    cli.wait_state("alert-1", daemons=[d])
+    msgs = sink.messages()
+    ctx.expect(len(msgs) == 2, "sink got %d" % len(msgs))
+    for ev, raw in msgs:
+        msg = parse_eml(raw)
+        ctx.expect(msg["List-Unsubscribe"] is None, "an alert with List-Unsubscribe")
+        ctx.expect(msg["Precedence"] is None, "an alert marked as bulk")
+        ctx.expect("Einstellungen" in msg.get_body(("plain",)).get_content(),
+                   "no preferences note in the alert")
+
+
+@test
+def email_smtp_codes(ctx):
+    """Rows 26/27: 550 for one recipient is final, the others go out; a
+    greylisting 450 is retried and delivered."""
+    certs = make_certs(ctx)
+    r = ctx.redis()
+    job = email_job("codes-1", 3)
+    bad = job["audience"]["recipients"][1]["email"]
+    sink = Sink(ctx, "--tls-cert", os.path.join(certs, "good.pem"), "--tls-key",
+                os.path.join(certs, "good.key"), "--auth", "%s:%s" % (SMTP_USER, SMTP_PASS),
+                "--reject", bad, "--greylist").start()
+    cfg = email_cfg(ctx, r, sink, certs)
+    d = ctx.daemon(cfg, env=EMAIL_ENV)
+    cli = H.Cli(ctx.dir, cfg, env=EMAIL_ENV)
+    cli.enqueue_ok(job)
+    st = cli.wait_state("codes-1", daemons=[d])
+    ctx.expect(H.count(st, "sent", "email") == 2, "sent=%d" % H.count(st, "sent", "email"))
+    ctx.expect(H.count(st, "failed", "email") == 1, "failed=%d" % H.count(st, "failed", "email"))
+    fails = [f for f in st.get("failures", []) if f["state"] == "failed"]
+    ctx.expect(fails and fails[0]["code"] == 550 and fails[0]["attempts"] <= 2,
+               "the 550 unit: %s" % fails)
+    ctx.expect(H.count(st, "retries", "email") >= 2, "greylisting caused no retries")
+    ctx.expect(len(sink.messages()) == 2, "sink got %d" % len(sink.messages()))
+
+
+@test
+def email_drop_after_dot(ctx):
+    """Row 28: a connection lost after the final dot is in doubt; the resend
+    keeps the Message-ID."""
+    certs = make_certs(ctx)
+    sink = Sink(ctx, "--tls-cert", os.path.join(certs, "good.pem"), "--tls-key",
+                os.path.join(certs, "good.key"), "--auth", "%s:%s" % (SMTP_USER, SMTP_PASS),
+                "--drop-after-dot").start()
+    r = ctx.redis()
+    cfg = email_cfg(ctx, r, sink, certs)
+    ctx.config  # noqa
+    with open(cfg) as f:
+        c = json.load(f)
+    c["delivery"]["max_attempts"] = 2
+    H.write_config(cfg, c)
+    d = ctx.daemon(cfg, env=EMAIL_ENV)
+    cli = H.Cli(ctx.dir, cfg, env=EMAIL_ENV)
+    cli.enqueue_ok(email_job("drop-1", 1))
+    st = cli.wait_state("drop-1", daemons=[d], timeout=90)
+    ids = [ev.get("message_id") for ev, _ in sink.messages()]
+    ctx.expect(len(ids) == 2 and ids[0] == ids[1], "copies and Message-IDs: %s" % ids)
+    ctx.expect(H.count(st, "in_doubt", "email") >= 1, "no in-doubt resend counted")
+
+
+@test
+def email_tls_refused(ctx):
+    """Rows 22/29: a self-signed, expired or wrong-host certificate aborts
+    the session: nothing reaches the sink, no AUTH goes out; the job's
+    webhook deliveries are not held up."""
+    certs = make_certs(ctx)
+    for label in ("self", "expired", "wrong"):
+        sink = Sink(ctx, "--tls-cert", os.path.join(certs, label + ".pem"), "--tls-key",
+                    os.path.join(certs, label + ".key"),
+                    "--auth", "%s:%s" % (SMTP_USER, SMTP_PASS)).start()
+        r = ctx.redis()
+        cfg = email_cfg(ctx, r, sink, certs)
+        d = ctx.daemon(cfg, env=EMAIL_ENV, name="heroldd-" + label)
+        cli = H.Cli(ctx.dir, cfg, env=EMAIL_ENV)
+        cli.enqueue_ok(email_job("tls-" + label, 1))
+
+        def retrying():
+            st = cli.status("tls-" + label)
+            return st if st and H.count(st, "retries", "email") >= 1 else None
+        st = procs.wait_until(retrying, 60, "a TLS-refused retry (%s)" % label)
+        ctx.expect(not sink.messages(), "%s: a message reached the sink" % label)
+        ctx.expect(not sink.events("auth"), "%s: AUTH went out" % label)
+        d.term(timeout=20)
+        sink.stop()
+
+
+@test
+def email_tarpit_isolated(ctx):
+    """Row 30: an SMTP tarpit holds only the e-mail workers; webhook jobs
+    keep flowing."""
+    sink = Sink(ctx, "--tarpit").start()
+    r = ctx.redis()
+    m = ctx.mock()
+    certs = make_certs(ctx)
+    cfg = email_cfg(ctx, r, sink, certs, m=m)
+    d = ctx.daemon(cfg, env=EMAIL_ENV)
+    cli = H.Cli(ctx.dir, cfg, env=EMAIL_ENV)
+    cli.enqueue_ok(email_job("tarpit-mail", 2))
+    cli.enqueue_ok(H.make_job("tarpit-hook", 5))
+    st = cli.wait_state("tarpit-hook", daemons=[d])
+    ctx.expect(H.count(st, "sent") == 5, "webhook sent=%d" % H.count(st, "sent"))
+    st = cli.status("tarpit-mail")
+    ctx.expect(st["state"] == "running", "mail job state %r" % st["state"])
+
+
 @test
 def privacy_canaries(ctx):
     r = ctx.redis(password=H.REDIS_PASSWORD)

@@ -526,10 +526,11 @@ static void test_registry(void **state)
 
     (void)state;
     assert_ptr_equal(channel_find("webhook"), &webhook_channel);
+    assert_non_null(channel_find("email"));
     assert_null(channel_find("carrier-pigeon"));
     assert_int_equal(channel_registry_check(&err), 0);
     channel_each(count_channel, &n);
-    assert_int_equal(n, 1);
+    assert_int_equal(n, 2);   /* webhook and email */
 }
 
 /* ---- deliveries against the capture server ------------------------------------ */
