@@ -53,7 +53,9 @@ import ssl
 import sys
 import warnings
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from asyncio import sslproto
+
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, TLSSetupException
 
 
 class Recorder:
@@ -137,7 +139,32 @@ class SinkSMTP(SMTP):
 
     async def smtp_STARTTLS(self, arg):
         self.recorder.event(event="starttls")
-        return await super().smtp_STARTTLS(arg)
+        if arg or not self.tls_context:
+            return await super().smtp_STARTTLS(arg)
+        # aiosmtpd 1.4.3 answers 220 and only then, after an await, hands
+        # the socket to its TLS layer: a client quick enough to send its
+        # ClientHello in between (libESMTP is) has it read as SMTP text and
+        # the session dies.  Stop reading before the 220 and resume once
+        # the TLS layer owns the transport.
+        self.transport.pause_reading()
+        original = self.transport
+        try:
+            await self.push("220 Ready to start TLS")
+            waiter = self.loop.create_future()
+            self._tls_protocol = sslproto.SSLProtocol(self.loop, self, self.tls_context,
+                                                      waiter, server_side=True)
+            self._original_transport = original
+            original.set_protocol(self._tls_protocol)
+            self.transport = self._tls_protocol._app_transport
+            self._tls_protocol.connection_made(original)
+        finally:
+            original.resume_reading()
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            raise TLSSetupException() from error
 
 
 class GreetProtocol(asyncio.Protocol):

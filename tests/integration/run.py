@@ -1268,15 +1268,15 @@ def email_drop_after_dot(ctx):
     """Row 28: a connection lost after the final dot is in doubt; the resend
     keeps the Message-ID."""
     certs = make_certs(ctx)
-    sink = Sink(ctx, "--tls-cert", os.path.join(certs, "good.pem"), "--tls-key",
-                os.path.join(certs, "good.key"), "--auth", "%s:%s" % (SMTP_USER, SMTP_PASS),
-                "--drop-after-dot").start()
+    # plain SMTP on loopback: this row is about the gap after the dot, not TLS
+    sink = Sink(ctx, "--drop-after-dot").start()
     r = ctx.redis()
     cfg = email_cfg(ctx, r, sink, certs)
-    ctx.config  # noqa
     with open(cfg) as f:
         c = json.load(f)
     c["delivery"]["max_attempts"] = 2
+    c["channels"]["email"]["relay"] = {"host": "localhost", "port": sink.port,
+                                       "starttls": "off"}
     H.write_config(cfg, c)
     d = ctx.daemon(cfg, env=EMAIL_ENV)
     cli = H.Cli(ctx.dir, cfg, env=EMAIL_ENV)

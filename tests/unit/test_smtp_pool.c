@@ -658,17 +658,6 @@ static void test_tls_good_with_auth(void **state)
     pool = pool_new_ok(fx, &c);
     assert_int_equal(submit(fx, pool, 0, "rcpt@herold.test", m, &err), 0);
     run_until(fx, 1);
-    if (fx->got.res[0].cls == SMTP_TRANSIENT) {
-        /* Seen rarely under ASan: the sink drops the connection right
-         * after STARTTLS (suspected aiosmtpd 1.4.3 protocol-switch race;
-         * not proven).  TRANSIENT is the right answer; retry once, as
-         * the dispatcher would. */
-        printf("# tls good: first attempt %s; retrying\n",
-               fx->got.res[0].reason);
-        assert_int_equal(submit(fx, pool, 1, "rcpt@herold.test", m, &err), 0);
-        run_until(fx, 2);
-        fx->got.res[0] = fx->got.res[1];
-    }
     if (fx->got.res[0].cls != SMTP_OK)
         fail_msg("not delivered: %s", fx->got.res[0].reason);
     assert_int_equal(sink_count(&fx->sink, "\"event\": \"message\"",
