@@ -67,6 +67,8 @@ struct job_run {
     struct batch *open;            /* being filled */
     struct batch *pending;         /* flushed or waiting to be resent */
     size_t busy_count;
+    uint8_t *bounced;              /* per recipient: its e-mail bounced before */
+    bool loading;                  /* the bounce lookup is outstanding */
     bool abandoned, ended;
     struct job_run *prev, *nextrun;
 };
@@ -222,7 +224,7 @@ static void batch_free(struct batch *b)
 /* fanout_maybe_end - report the run's end once nothing is outstanding. */
 static void fanout_maybe_end(struct job_run *jr)
 {
-    if (jr->ended || jr->busy_count > 0 || jr->open || jr->pending)
+    if (jr->ended || jr->busy_count > 0 || jr->open || jr->pending || jr->loading)
         return;
     if (jr->abandoned) {
         jr->ended = true;
@@ -417,6 +419,87 @@ oom:
     jr->abandoned = true;
 }
 
+/* ---- bounces ---- */
+
+static void fanout_on_simple(struct redisq *q, const struct redisq_reply *r, void *arg)
+{
+    (void)q;
+    (void)r;
+    (void)arg;
+}
+
+/* fanout_note_bounce - remember a permanently refused address (by its
+ * hash, never in clear) so later fan-outs skip it.  Best effort: the unit
+ * itself is already recorded as failed in the ledger. */
+static void fanout_note_bounce(struct fanout *f, struct job_run *jr, const char *addr,
+                               int code)
+{
+    char key[TRACK_KEY_MAX], field[TRACK_CONTACT_MAX], val[200], ts[40];
+
+    snprintf(val, sizeof val, "%d|%s|%s", code, clock_iso(clock_wall(), ts, sizeof ts),
+             jr->job->id);
+    const char *argv[] = {"HSET", track_key(key, f->cfg->redis.prefix, "contacts:bounced"),
+                          track_contact_field(field, "email", addr), val};
+    redisq_argv(f->rq, fanout_on_simple, NULL, 0, 4, argv, NULL);
+}
+
+static void fanout_on_bounced(struct redisq *q, const struct redisq_reply *r, void *arg)
+{
+    struct job_run *jr = arg;
+    size_t hits = 0;
+
+    (void)q;
+    jr->loading = false;
+    if (r == NULL || redisq_reply_type(r) != REDISQ_ARRAY) {
+        /* cannot tell: send to everyone rather than hold the job */
+        LOG(LOG_WARN, "fanout", "bounce_check_skipped", "job=%s", jr->job->id);
+        return;
+    }
+    for (size_t i = 0, k = 0; i < jr->job->nrcpts; i++) {
+        if (jr->job->rcpts[i].email == NULL)
+            continue;
+        const struct redisq_reply *e = redisq_reply_elem(r, k++);
+        if (e != NULL && redisq_reply_type(e) == REDISQ_STR) {
+            jr->bounced[i] = 1;
+            hits++;
+        }
+    }
+    if (hits)
+        LOG(LOG_INFO, "fanout", "bounced_skipped", "job=%s recipients=%zu", jr->job->id, hits);
+}
+
+/* fanout_check_bounces - for a job with an e-mail channel, look up which
+ * recipients' addresses bounced before (one HMGET); units wait until the
+ * answer is in. */
+static void fanout_check_bounces(struct fanout *f, struct job_run *jr)
+{
+    char key[TRACK_KEY_MAX];
+    const char **argv;
+    char (*fields)[TRACK_CONTACT_MAX];
+    size_t n = 0, emails = 0;
+    bool has_email = false;
+
+    for (size_t c = 0; c < jr->job->nchannels; c++)
+        has_email |= strcmp(jr->job->channels[c], "email") == 0;
+    for (size_t i = 0; i < jr->job->nrcpts; i++)
+        emails += jr->job->rcpts[i].email != NULL;
+    if (!has_email || emails == 0 || !redisq_is_up(f->rq))
+        return;
+    jr->bounced = herold_calloc(jr->job->nrcpts, 1);
+    argv = herold_malloc((emails + 2) * sizeof *argv);
+    fields = herold_malloc(emails * sizeof *fields);
+    if (jr->bounced && argv && fields) {
+        argv[n++] = "HMGET";
+        argv[n++] = track_key(key, f->cfg->redis.prefix, "contacts:bounced");
+        for (size_t i = 0, k = 0; i < jr->job->nrcpts; i++)
+            if (jr->job->rcpts[i].email != NULL)
+                argv[n++] = track_contact_field(fields[k++], "email", jr->job->rcpts[i].email);
+        jr->loading = redisq_argv(f->rq, fanout_on_bounced, jr, 0, (int)n, argv, NULL) == 0;
+    }
+    herold_free(argv);
+    herold_free(fields);
+}
+
 /* ---- delivery ---- */
 
 static void fanout_on_done(void *arg, const struct delivery_result *res)
@@ -460,6 +543,9 @@ static void fanout_on_done(void *arg, const struct delivery_result *res)
         fanout_record(jr, u, UNIT_RETRY, ACT_RETRY, res->provider_code, res->reason, 0, false);
         return;
     }
+    if (res->status == DELIVERY_PERMANENT && res->provider_code >= 500 &&
+        strcmp(ch, "email") == 0 && fanout_unit_rcpt(jr, u)->email != NULL)
+        fanout_note_bounce(f, jr, fanout_unit_rcpt(jr, u)->email, res->provider_code);
     LOG(LOG_ERROR, "fanout", "delivery_failed",
         "job=%s ch=%s rcpt=%s attempt=%d code=%d class=%s reason=%s", jr->job->id, ch,
         fanout_unit_rcpt(jr, u)->id, attempt, res->provider_code,
@@ -545,7 +631,7 @@ static void fanout_submit(struct job_run *jr, uint32_t u)
 /* fanout_next_unit - the next unit of jr that may start now, or -1. */
 static long fanout_next_unit(struct job_run *jr, double now)
 {
-    if (jr->abandoned || jr->ended)
+    if (jr->abandoned || jr->ended || jr->loading)
         return -1;
     if (jr->nheap > 0 && jr->heap[0].due <= now)
         return (long)heap_pop(jr);
@@ -584,6 +670,12 @@ static void fanout_start_unit(struct job_run *jr, uint32_t u)
     if (addr == NULL) {
         fanout_record(jr, u, UNIT_SUPPRESSED, ACT_FINAL, 0, "no contact point for channel",
                       0, false);
+        return;
+    }
+    if (jr->bounced && jr->bounced[u / j->nchannels] && ch->ops->contact &&
+        strcmp(ch->ops->contact, "email") == 0) {
+        fanout_record(jr, u, UNIT_SUPPRESSED, ACT_FINAL, 0, "address bounced before", 0,
+                      false);
         return;
     }
     if (ch->ops->validate_address(ch->state, addr, &err) != 0) {
@@ -821,6 +913,7 @@ struct job_run *fanout_add(struct fanout *f, struct job *job, enum track_lane la
     if (!jr->state || !jr->attempts || !jr->busy || !jr->doubt)
         goto fail;
     fanout_resume(jr, ledger, first);
+    fanout_check_bounces(f, jr);
     /* append: within a lane, older jobs first */
     for (pp = &f->runs[lane]; *pp; pp = &(*pp)->nextrun)
         ;
@@ -875,6 +968,7 @@ void fanout_free_run(struct fanout *f, struct job_run *jr)
     herold_free(jr->busy);
     herold_free(jr->doubt);
     herold_free(jr->heap);
+    herold_free(jr->bounced);
     herold_free(jr);
 }
 

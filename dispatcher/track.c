@@ -7,6 +7,9 @@
  */
 #include "track.h"
 
+#include <ctype.h>
+#include <openssl/sha.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +79,27 @@ int track_unit_parse(const char *v, size_t len, enum unit_state *s, int *attempt
         }
     }
     return -1;
+}
+
+const char *track_contact_field(char *out, const char *kind, const char *addr)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    char low[256];
+    size_t n = strlen(addr), k;
+
+    if (n >= sizeof low)
+        n = sizeof low - 1;
+    for (size_t i = 0; i < n; i++)
+        low[i] = (char)tolower((unsigned char)addr[i]);
+    SHA256((const unsigned char *)low, n, md);
+    k = (size_t)snprintf(out, TRACK_CONTACT_MAX, "%.8s:", kind);
+    for (int i = 0; i < 16 && k + 2 < TRACK_CONTACT_MAX; i++) {
+        out[k++] = hex[md[i] >> 4];
+        out[k++] = hex[md[i] & 15];
+    }
+    out[k] = '\0';
+    return out;
 }
 
 /* track_status_counts - fold "c:<channel>:<status>" fields into counts. */

@@ -54,6 +54,13 @@ const char *track_unit_value(char *buf, size_t size, enum unit_state s, int atte
 /* track_unit_parse - the inverse for state and attempts; -1 if malformed. */
 int track_unit_parse(const char *v, size_t len, enum unit_state *s, int *attempts);
 
+/* track_contact_field - the field for a contact point in the
+ * "<prefix>contacts:bounced" hash: kind ("email"), ':' and 32 hex digits
+ * of SHA-256 of the lower-cased address.  The address itself is never
+ * stored there.  out must hold TRACK_CONTACT_MAX bytes. */
+#define TRACK_CONTACT_MAX 48
+const char *track_contact_field(char *out, const char *kind, const char *addr);
+
 /* track_status - read the job record and ledger of job_id over a
  * synchronous connection and build the report the CLI prints: a new JSON
  * object (see docs/redis-layout.md), or NULL with err (kind HERR_INPUT

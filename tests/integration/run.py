@@ -1261,6 +1261,18 @@ def email_smtp_codes(ctx):
                "the 550 unit: %s" % fails)
     ctx.expect(H.count(st, "retries", "email") >= 2, "greylisting caused no retries")
     ctx.expect(len(sink.messages()) == 2, "sink got %d" % len(sink.messages()))
+    # the bounced address is remembered (as a hash) and skipped next time
+    with r.client() as c:
+        ctx.expect(c.call("HLEN", ctx.prefix + "contacts:bounced") == 1, "bounce not recorded")
+        fields = c.call("HKEYS", ctx.prefix + "contacts:bounced")
+    ctx.expect(all(bad not in f for f in fields), "a bounced address stored in clear")
+    again = email_job("codes-2", 3)
+    cli.enqueue_ok(again)
+    st2 = cli.wait_state("codes-2", daemons=[d])
+    ctx.expect(H.count(st2, "suppressed", "email") == 1 and H.count(st2, "sent", "email") == 2,
+               "second job: %s" % st2.get("counts"))
+    sup = [f for f in st2.get("failures", []) if f["state"] == "suppressed"]
+    ctx.expect(sup and "bounced" in sup[0]["reason"], "suppression reason %s" % sup)
 
 
 @test
