@@ -175,53 +175,6 @@ http {
             procs.stop(self.proc, signal.SIGQUIT, timeout=10)
 
 
-# -- /proc readers -----------------------------------------------------------------
-
-def proc_cpu_s(pid):
-    """utime+stime of the whole process (all threads), in seconds."""
-    with open("/proc/%d/stat" % pid) as f:
-        data = f.read()
-    fields = data[data.rindex(")") + 2:].split()
-    # fields[0] is field 3 (state); utime and stime are fields 14 and 15
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def proc_status_kb(pid, key):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return None
-
-
-def machine_busy():
-    """(busy, total) jiffies of all CPUs, from /proc/stat."""
-    with open("/proc/stat") as f:
-        vals = [int(x) for x in f.readline().split()[1:]]
-    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
-    return sum(vals) - idle, sum(vals)
-
-
-def redis_cpu_s(client):
-    """(server CPU, forked children's CPU) in seconds, from INFO cpu."""
-    info = client.call("INFO", "cpu")
-    d = dict(ln.split(":", 1) for ln in info.splitlines() if ":" in ln)
-    return (float(d["used_cpu_sys"]) + float(d["used_cpu_user"]),
-            float(d["used_cpu_sys_children"]) + float(d["used_cpu_user_children"]))
-
-
-def redis_cmdstats(client, field="calls"):
-    """{command: calls} (or usec) from INFO commandstats (commands run by
-    scripts count too; a script's usec includes its inner commands)."""
-    out = {}
-    for ln in client.call("INFO", "commandstats").splitlines():
-        if ln.startswith("cmdstat_"):
-            name, _, rest = ln[len("cmdstat_"):].partition(":")
-            kv = dict(x.split("=", 1) for x in rest.split(","))
-            out[name] = int(float(kv[field]))
-    return out
-
-
 # -- one run ---------------------------------------------------------------------------
 
 def build_jobs(tag, njobs, per_job):
@@ -240,25 +193,21 @@ def build_jobs(tag, njobs, per_job):
     return jobs
 
 
-class Run:
+class Run(DaemonRun):
     """One private Redis + heroldd, one batch of jobs."""
 
     def __init__(self, args, basedir, nginx, name, njobs, per_job, window):
-        self.args, self.nginx, self.name = args, nginx, name
-        self.njobs, self.per_job, self.window = njobs, per_job, window
-        self.dir = tempfile.mkdtemp(prefix="run-%s-" % name.replace(" ", ""), dir=basedir)
-        self.redis = None
-        self.daemon = None
         self.secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
-        self.env = H.base_env({"HEROLD_WEBHOOK_SECRET": self.secret,
-                               "HEROLD_PSEUDONYM_KEY": os.urandom(16).hex()})
-        self.cfg_path = os.path.join(self.dir, "herold.json")
-        self.log_path = os.path.join(self.dir, "heroldd.log")
+        super().__init__(basedir, name, {"HEROLD_WEBHOOK_SECRET": self.secret,
+                                         "HEROLD_PSEUDONYM_KEY": os.urandom(16).hex()},
+                         fsync=args.fsync, wrap=args.wrap, lane="normal")
+        self.args, self.nginx = args, nginx
+        self.njobs, self.per_job, self.window = njobs, per_job, window
 
-    def config(self):
+    def config(self, redis_port):
         jobs = build_jobs("x", 1, self.per_job)[0][1]
-        cfg = {
-            "redis": {"host": "127.0.0.1", "port": self.redis.port, "prefix": PREFIX},
+        return {
+            "redis": {"host": "127.0.0.1", "port": redis_port, "prefix": PREFIX},
             "queue": {"consumer": "bench-1"},
             "jobs": {"max_recipients": max(10000, self.per_job),
                      "max_bytes": max(1048576, 2 * len(jobs))},
@@ -272,48 +221,9 @@ class Run:
                 "endpoints": [{"name": "nginx", "url": self.nginx.url,
                                "secret": "${HEROLD_WEBHOOK_SECRET}"}]}},
         }
-        H.write_config(self.cfg_path, cfg)
 
     def start(self):
-        self.redis = redisd.RedisServer(self.dir, appendfsync=self.args.fsync).start()
-        self.config()
-        argv = [H.program("heroldd"), "-c", self.cfg_path]
-        if self.args.wrap:
-            argv = self.args.wrap.split() + argv
-        with open(self.log_path, "ab") as f:
-            self.daemon = procs.spawn(argv, stdout=f, stderr=f, env=self.env, cwd=self.dir)
-        # log level warn hides event=ready: wait for heroldd's consumer to
-        # show up in the group instead (it joins with its first XREADGROUP)
-        key = PREFIX + "jobs:normal"
-
-        def ready():
-            if self.daemon.poll() is not None:
-                raise RuntimeError("heroldd exited with %s at start:\n%s"
-                                   % (self.daemon.returncode, procs.tail(self.log_path, 20)))
-            with self.redis.client() as c:
-                try:
-                    cons = c.call("XINFO", "CONSUMERS", key, "heroldd")
-                except RespError:           # no stream or group yet
-                    return False
-            return len(cons) > 0
-        procs.wait_until(ready, 120 if self.args.wrap else 30, "heroldd to join its group")
-
-    def enqueue(self, jobs):
-        if self.args.enqueue == "xadd":
-            with self.redis.client(timeout=60) as c:
-                replies = c.pipeline([("XADD", PREFIX + "jobs:normal", "*", "job", data)
-                                      for _, data in jobs])
-            bad = [r for r in replies if isinstance(r, Exception)]
-            if bad:
-                raise RuntimeError("XADD failed: %s" % bad[0])
-            return
-        cli = [H.program("herold"), "-c", self.cfg_path, "enqueue", "-"]
-        for jid, data in jobs:
-            r = subprocess.run(cli, input=data, capture_output=True, env=self.env, timeout=60)
-            words = r.stdout.decode().split()
-            if r.returncode != 0 or words[:2] != ["accepted", jid]:
-                raise RuntimeError("herold enqueue %s: rc=%d %s %s" % (
-                    jid, r.returncode, r.stdout.decode().strip(), r.stderr.decode().strip()))
+        super().start(self.config)
 
     def measure(self):
         jobs = build_jobs(self.name.replace(" ", ""), self.njobs, self.per_job)
@@ -329,20 +239,9 @@ class Run:
             usec0 = redis_cmdstats(poll, "usec")
             busy0, all0 = machine_busy()
             t0 = time.monotonic()
-            self.enqueue(jobs)
+            self.enqueue(jobs, self.args.enqueue)
             t_enq = time.monotonic() - t0
-            deadline = t0 + self.args.timeout
-            while True:
-                states = poll.pipeline([("HGET", k, "state") for k in keys])
-                if all(s == "done" for s in states):
-                    break
-                if self.daemon.poll() is not None:
-                    raise RuntimeError("heroldd exited with %s during the run:\n%s" % (
-                        self.daemon.returncode, procs.tail(self.log_path, 20)))
-                if time.monotonic() > deadline:
-                    raise RuntimeError("jobs not done after %ds: %s" % (
-                        self.args.timeout, sorted(set(map(str, states)))))
-                time.sleep(0.01)
+            self.wait_done(poll, keys, t0, self.args.timeout)
             wall = time.monotonic() - t0
             cpu_d = proc_cpu_s(self.daemon.pid) - cpu_d0
             cpu_r1 = redis_cpu_s(poll)
@@ -352,20 +251,15 @@ class Run:
             usec1 = redis_cmdstats(poll, "usec")
             busy1, all1 = machine_busy()
             hwm = proc_status_kb(self.daemon.pid, "VmHWM")
-            counts = poll.pipeline([("HMGET", k, "c:webhook:sent", "c:webhook:failed",
-                                     "c:webhook:retries", "c:webhook:in_doubt") for k in keys])
-            sent = sum(int(c[0] or 0) for c in counts)
-            failed = sum(int(c[1] or 0) for c in counts)
-            retries = sum(int(c[2] or 0) for c in counts)
-            doubt = sum(int(c[3] or 0) for c in counts)
+            c = self.counters(poll, keys, "webhook")
             # the two stub_status queries are not deliveries
             requests = self.nginx.requests() - req0 - 1
         finally:
             poll.close()
-        with open(self.log_path, errors="replace") as f:
-            warnings = sum(1 for ln in f if re.search(r"\blevel=(warn|error|fatal)\b", ln))
+        warnings = self.warnings_logged()
         return {"name": self.name, "window": self.window, "deliveries": total,
-                "sent": sent, "failed": failed, "retries": retries, "in_doubt": doubt,
+                "sent": c["sent"], "failed": c["failed"], "retries": c["retries"],
+                "in_doubt": c["in_doubt"],
                 "requests": requests, "wall": wall, "enqueue_s": t_enq,
                 "rate": total / wall, "heroldd_us": cpu_d * 1e6 / total,
                 "redis_us": cpu_r * 1e6 / total, "redis_children_us": cpu_rc * 1e6 / total,
@@ -375,14 +269,6 @@ class Run:
                 "redis_top": sorted(((usec1[k] - usec0.get(k, 0)) / total, k) for k in usec1)[-4:],
                 "machine_busy": 100.0 * (busy1 - busy0) / max(1, all1 - all0),
                 "hwm_kb": hwm, "log_warnings": warnings}
-
-    def stop(self):
-        if self.daemon is not None and self.daemon.poll() is None:
-            rc = procs.stop(self.daemon, signal.SIGTERM, timeout=30)
-            if rc not in (0, None) and not self.args.wrap:
-                print("  note: heroldd exited with %s on SIGTERM" % rc)
-        if self.redis is not None:
-            self.redis.stop()
 
 
 # -- output --------------------------------------------------------------------------
