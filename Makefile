@@ -3,7 +3,7 @@
 #   make            build bin/heroldd and bin/herold
 #   make test       unit + integration tests, plain and under ASan+UBSan
 #   make demo       private Redis + mock provider + heroldd, one job, a report
-#   make bench      the webhook throughput benchmark (bench/)
+#   make bench      the webhook and e-mail throughput benchmarks (bench/)
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make valgrind   unit tests under valgrind
 #   make clean
@@ -136,7 +136,8 @@ demo: all
 	$(PYTHON) scripts/demo.py
 
 bench: all
-	$(PYTHON) bench/webhook_bench.py
+	@sh scripts/deps.sh --bench
+	$(PYTHON) bench/webhook_bench.py && $(PYTHON) bench/email_bench.py
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/herold

@@ -31,25 +31,16 @@ import base64
 import http.client
 import json
 import os
-import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, os.path.join(REPO, "tests", "harness"))
-
-import procs                      # noqa: E402
-import redisd                     # noqa: E402
-import herold as H                # noqa: E402
-from resp import RespError        # noqa: E402
+from benchlib import (PREFIX, DaemonRun, H, machine_busy, proc_cpu_s,
+                      proc_status_kb, procs, redis_cmdstats, redis_cpu_s)
 
 NGINX = os.environ.get("HEROLD_NGINX", "/usr/sbin/nginx")
-PREFIX = "bench:"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 TARGET_RATE = 30000.0             # deliveries/s, at least
 TARGET_HEROLDD_US = 25.0          # heroldd CPU per delivery, at most
