@@ -1300,6 +1300,36 @@ def email_drop_after_dot(ctx):
 
 
 @test
+def email_421_deferred(ctx):
+    """Row 25: a relay answering 421 at the greeting defers every message of
+    the session; once it is back, all are delivered and nothing bounced."""
+    certs = make_certs(ctx)
+    sink = Sink(ctx, "--greet-421").start()
+    r = ctx.redis()
+    cfg = email_cfg(ctx, r, sink, certs)
+    with open(cfg) as f:
+        c = json.load(f)
+    c["channels"]["email"]["relay"] = {"host": "localhost", "port": sink.port, "starttls": "off"}
+    c["delivery"]["max_attempts"] = 100     # outlast the outage
+    H.write_config(cfg, c)
+    d = ctx.daemon(cfg, env=EMAIL_ENV)
+    cli = H.Cli(ctx.dir, cfg, env=EMAIL_ENV)
+    cli.enqueue_ok(email_job("greet-421", 3))
+
+    def deferred():
+        st = cli.status("greet-421")
+        return st if st and H.count(st, "retries", "email") >= 3 else None
+    procs.wait_until(deferred, 60, "the 421 to defer all three")
+    ctx.expect(not sink.messages(), "a message went through a 421 greeting")
+    sink.stop()
+    sink.modes = []                   # same port, now accepting
+    sink.start()
+    st = cli.wait_state("greet-421", daemons=[d], timeout=90)
+    ctx.expect(H.count(st, "sent", "email") == 3 and H.count(st, "failed", "email") == 0,
+               "after the relay came back: %s" % st.get("counts"))
+
+
+@test
 def email_tls_refused(ctx):
     """Rows 22/29: a self-signed, expired or wrong-host certificate aborts
     the session: nothing reaches the sink, no AUTH goes out; the job's
