@@ -3,6 +3,8 @@
  *
  * Reads the spec's JSON files directly (comments, delimiters,
  * interpolation, inverted, partials, sections) from $HEROLD_SPEC_DIR, else
+ * tests/fixtures/mustache-spec (a copy of the official spec, with its MIT
+ * LICENSE and VERSION, so a bare clone tests itself), else
  * ../shared/testdata/mustache-spec (the shared folder beside the repo,
  * where `make test` runs from the repo root), else
  * /work/shared/testdata/mustache-spec.  Every case is compiled, rendered
@@ -41,6 +43,7 @@ static int spec_passed, spec_failed, spec_files_done;
 static const char *spec_dir(void)
 {
     static const char *const tries[] = {
+        "tests/fixtures/mustache-spec",          /* the copy in the repository */
         "../shared/testdata/mustache-spec",
         "/work/shared/testdata/mustache-spec",
     };
@@ -138,7 +141,7 @@ static void spec_run_file(const char *file)
 
     if (dir == NULL)
         fail_msg("mustache spec directory not found: set HEROLD_SPEC_DIR, or put the spec "
-                 "at ../shared/testdata/mustache-spec or /work/shared/testdata/mustache-spec");
+                 "at tests/fixtures/mustache-spec");
     snprintf(path, sizeof path, "%s/%s.json", dir, file);
     doc = json_load_file(path, 0, &jerr);
     if (doc == NULL)
