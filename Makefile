@@ -1,11 +1,13 @@
 # herold - one plain Makefile (redis, hiredis, beanstalkd style).
 #
 #   make            build bin/heroldd and bin/herold
-#   make test       unit + integration tests, plain and under ASan+UBSan
-#   make demo       private Redis + mock provider + heroldd, one job, a report
+#   make test       unit + integration tests, plain and under ASan+UBSan,
+#                   then a short libFuzzer run of each fuzz target
+#   make demo       private Redis + mock provider + heroldd: a preview, an
+#                   announcement, an alert and a rejected job, then a report
 #   make bench      the webhook and e-mail throughput benchmarks (bench/)
 #   make install    PREFIX=/usr/local DESTDIR=
-#   make valgrind   unit tests under valgrind
+#   make valgrind   unit tests, then heroldd in integration tests, under valgrind
 #   make clean
 #
 # Missing Debian packages are installed by scripts/deps.sh (apt-get as

@@ -23,8 +23,8 @@
  * Falsy for sections: false, null, a missing name, the empty list and the
  * empty string (the spec leaves "" open); everything else, 0 included, is
  * true.
- * Everything else, "" and 0 included, is truthy.  Names never print
- * themselves: an unknown {{x}} renders empty (and calls on_missing).
+ * Names never print themselves: an unknown {{x}} renders empty (and calls
+ * on_missing).
  */
 #ifndef HEROLD_RENDER_H
 #define HEROLD_RENDER_H
