@@ -112,13 +112,6 @@ static int consumer_lane_of(const struct consumer *c, const char *stream)
 
 /* ---- reject, begin, finish ---- */
 
-static void consumer_on_simple_reply(struct redisq *q, const struct redisq_reply *r, void *arg)
-{
-    (void)q;
-    (void)r;
-    (void)arg;
-}
-
 static bool consumer_channel_ok(const char *name, void *arg)
 {
     const struct consumer *c = arg;
@@ -153,7 +146,7 @@ static void consumer_reject(struct consumer *c, enum track_lane lane, const char
 
     LOG(LOG_WARN, "consumer", "job_rejected", "lane=%s entry=%s reason=%s",
         track_lane_names[lane], entry, log_quote(reason, qb, sizeof qb));
-    redisq_eval(c->rq, &script_reject, consumer_on_simple_reply, NULL, 3, 10, argv, lens);
+    redisq_eval(c->rq, &script_reject, redisq_ignore, NULL, 3, 10, argv, lens);
 }
 
 static void consumer_on_begin(struct redisq *q, const struct redisq_reply *r, void *arg)
@@ -228,7 +221,7 @@ static void consumer_take(struct consumer *c, enum track_lane lane, const char *
         const char *ack[4] = {"XACK", c->lane_key[lane], c->cfg->queue.group, entry};
         LOG(LOG_ERROR, "consumer", "lost_jobs", "lane=%s ids=%s reason=\"payload deleted "
             "while pending\"", track_lane_names[lane], entry);
-        redisq_argv(c->rq, consumer_on_simple_reply, NULL, 0, 4, ack, NULL);
+        redisq_argv(c->rq, redisq_ignore, NULL, 0, 4, ack, NULL);
         return;
     }
     for (size_t i = 0; i + 1 < redisq_reply_len(fields); i += 2) {
@@ -614,7 +607,7 @@ static void consumer_alarm_lost(struct consumer *c, enum track_lane lane,
     argv[8] = track_lane_names[lane];
     argv[9] = "ids";
     argv[10] = list;
-    redisq_argv(c->rq, consumer_on_simple_reply, NULL, 0, 11, argv, NULL);
+    redisq_argv(c->rq, redisq_ignore, NULL, 0, 11, argv, NULL);
 }
 
 static void consumer_claim_from(struct consumer *c, int lane);
@@ -691,7 +684,7 @@ static void consumer_on_trim_timer(struct ev_loop *loop, ev_timer *w, int revent
         return;
     for (int l = 0; l < LANE_COUNT; l++) {
         const char *argv[] = {c->lane_key[l]};
-        redisq_eval(c->rq, &script_trim, consumer_on_simple_reply, NULL, 1, 1, argv, NULL);
+        redisq_eval(c->rq, &script_trim, redisq_ignore, NULL, 1, 1, argv, NULL);
     }
     /* rejected and dead entries carry payloads: keep them for the
      * configured number of days, then let them go */
@@ -699,8 +692,8 @@ static void consumer_on_trim_timer(struct ev_loop *loop, ev_timer *w, int revent
              (now - c->cfg->jobs.rejected_retention_days * 86400.0) * 1000.0);
     const char *r1[] = {"XTRIM", c->rejected_key, "MINID", minid};
     const char *r2[] = {"XTRIM", c->dead_key, "MINID", minid};
-    redisq_argv(c->rq, consumer_on_simple_reply, NULL, 0, 4, r1, NULL);
-    redisq_argv(c->rq, consumer_on_simple_reply, NULL, 0, 4, r2, NULL);
+    redisq_argv(c->rq, redisq_ignore, NULL, 0, 4, r1, NULL);
+    redisq_argv(c->rq, redisq_ignore, NULL, 0, 4, r2, NULL);
 }
 
 /* ---- readiness: persistence check and groups ---- */

@@ -421,13 +421,6 @@ oom:
 
 /* ---- bounces ---- */
 
-static void fanout_on_simple(struct redisq *q, const struct redisq_reply *r, void *arg)
-{
-    (void)q;
-    (void)r;
-    (void)arg;
-}
-
 /* fanout_note_bounce - remember a permanently refused address (by its
  * hash, never in clear) so later fan-outs skip it.  Best effort: the unit
  * itself is already recorded as failed in the ledger. */
@@ -440,7 +433,7 @@ static void fanout_note_bounce(struct fanout *f, struct job_run *jr, const char 
              jr->job->id);
     const char *argv[] = {"HSET", track_key(key, f->cfg->redis.prefix, "contacts:bounced"),
                           track_contact_field(field, "email", addr), val};
-    redisq_argv(f->rq, fanout_on_simple, NULL, 0, 4, argv, NULL);
+    redisq_argv(f->rq, redisq_ignore, NULL, 0, 4, argv, NULL);
 }
 
 static void fanout_on_bounced(struct redisq *q, const struct redisq_reply *r, void *arg)

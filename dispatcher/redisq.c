@@ -455,6 +455,13 @@ int redisq_argv(struct redisq *q, redisq_reply_fn *fn, void *arg, long extra_ms,
     return redisq_send(q, fn, arg, extra_ms, false, argc, argv, lens);
 }
 
+void redisq_ignore(struct redisq *q, const struct redisq_reply *r, void *arg)
+{
+    (void)q;
+    (void)r;
+    (void)arg;
+}
+
 int redisq_eval(struct redisq *q, const struct redisq_script *s,
                 redisq_reply_fn *fn, void *arg, int nkeys,
                 int argc, const char **argv, const size_t *lens)

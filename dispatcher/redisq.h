@@ -97,6 +97,10 @@ void redisq_reset(struct redisq *q, const char *why);
 int redisq_argv(struct redisq *q, redisq_reply_fn *fn, void *arg, long extra_ms,
                 int argc, const char **argv, const size_t *lens);
 
+/* redisq_ignore - a reply callback for fire-and-forget writes whose
+ * outcome changes nothing (alarms, trims, best-effort records). */
+void redisq_ignore(struct redisq *q, const struct redisq_reply *r, void *arg);
+
 /* redisq_eval - EVALSHA s with nkeys keys followed by args in argv. */
 int redisq_eval(struct redisq *q, const struct redisq_script *s,
                 redisq_reply_fn *fn, void *arg, int nkeys,
