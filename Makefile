@@ -24,7 +24,7 @@ DEFS    := -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
            -DHEROLD_TEMPLATE_DIR='"$(PREFIX)/share/herold/templates"'
 PKGS    := hiredis jansson libcurl openssl libesmtp-1.0
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lunistring -lopendkim -ldl -lm
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lunistring -lopendkim -lcsv -ldl -lm
 
 SAN     ?=
 ifeq ($(SAN),1)
@@ -47,9 +47,11 @@ COMMON  := dispatcher/herr.c dispatcher/alloc.c dispatcher/log.c \
            channels/registry.c channels/classify.c channels/http.c \
            channels/webhook.c templates/render.c templates/limits.c \
            templates/msgset.c channels/mime.c channels/dkim.c \
-           channels/smtp_pool.c channels/email.c
-DAEMON  := dispatcher/heroldd.c dispatcher/consumer.c dispatcher/fanout.c
-CLI     := dispatcher/cli.c
+           channels/smtp_pool.c channels/email.c dispatcher/contact.c \
+           dispatcher/tz.c dispatcher/citizen.c
+DAEMON  := dispatcher/heroldd.c dispatcher/consumer.c dispatcher/fanout.c \
+           dispatcher/audience.c
+CLI     := dispatcher/cli.c dispatcher/cli_citizen.c dispatcher/csvimport.c
 
 COMMON_O := $(COMMON:%.c=$(BUILD)/%.o)
 DAEMON_O := $(DAEMON:%.c=$(BUILD)/%.o)

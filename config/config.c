@@ -71,7 +71,7 @@ struct config_section {
 static config_check_fn config_check_host, config_check_socket,
     config_check_username, config_check_prefix, config_check_name,
     config_check_file, config_check_level, config_check_pseudonym_key,
-    config_check_lang;
+    config_check_lang, config_check_tz, config_check_url;
 
 static const struct config_field config_redis_fields[] = {
     CONFIG_STR(CONFIG_STRING, redis, host, config_check_host),
@@ -120,6 +120,23 @@ static const struct config_field config_delivery_fields[] = {
     CONFIG_END
 };
 
+static const struct config_field config_audience_fields[] = {
+    CONFIG_NUM(CONFIG_INT, audience, page, 1, 10000),
+    CONFIG_NUM(CONFIG_INT, audience, pages_ahead, 1, 64),
+    CONFIG_NUM(CONFIG_INT, audience, daily_cap, 0, 1000),
+    CONFIG_STR(CONFIG_STRING, audience, default_tz, config_check_tz),
+    CONFIG_NUM(CONFIG_INT, audience, sending_lease_s, 10, 86400),
+    CONFIG_END
+};
+
+static const struct config_field config_citizens_fields[] = {
+    CONFIG_NUM(CONFIG_INT, citizens, optin_ttl_hours, 1, 720),
+    CONFIG_STR(CONFIG_STRING, citizens, confirm_url, config_check_url),
+    CONFIG_STR(CONFIG_STRING, citizens, optin_template, config_check_name),
+    CONFIG_STR(CONFIG_SECRET, citizens, unsubscribe_key, config_check_pseudonym_key),
+    CONFIG_END
+};
+
 static const struct config_field config_http_fields[] = {
     CONFIG_NUM(CONFIG_INT, http, connect_timeout_ms, 1, 600000),
     CONFIG_NUM(CONFIG_INT, http, timeout_ms, 1, 600000),
@@ -154,6 +171,8 @@ static const struct config_section config_sections[] = {
     {"queue", config_queue_fields},
     {"jobs", config_jobs_fields},
     {"delivery", config_delivery_fields},
+    {"audience", config_audience_fields},
+    {"citizens", config_citizens_fields},
     {"http", config_http_fields},
     {"templates", config_templates_fields},
     {"log", config_log_fields},
@@ -267,6 +286,28 @@ static const char *config_check_lang(const char *s)
     for (; i < n; i++)
         if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
             return "expected a language tag such as \"de\" or \"de-x-ls\"";
+    return NULL;
+}
+
+/* config_check_tz - an IANA zone name present in the system's zoneinfo. */
+static const char *config_check_tz(const char *s)
+{
+    char path[300];
+
+    if (!config_ascii_ok(s, 1, 64) || s[0] == '/' || strstr(s, "..") != NULL)
+        return "expected an IANA time zone such as \"Europe/Berlin\"";
+    snprintf(path, sizeof path, "/usr/share/zoneinfo/%s", s);
+    if (access(path, R_OK) != 0)
+        return "expected an IANA time zone such as \"Europe/Berlin\" (not in /usr/share/zoneinfo)";
+    return NULL;
+}
+
+/* config_check_url - an https URL with a "{token}" placeholder. */
+static const char *config_check_url(const char *s)
+{
+    if (strncmp(s, "https://", 8) != 0 || strstr(s, "{token}") == NULL ||
+        !config_ascii_ok(s, 10, 2000))
+        return "expected an https:// URL containing {token}";
     return NULL;
 }
 
@@ -384,6 +425,12 @@ static int config_set_defaults(struct herold_config *c)
     c->delivery.drain_timeout_ms = 10000;
     c->delivery.batch = 128;
 
+    c->audience.page = 256;
+    c->audience.pages_ahead = 4;
+    c->audience.daily_cap = 5;
+    c->audience.sending_lease_s = 300;
+    c->citizens.optin_ttl_hours = 72;
+
     c->http.connect_timeout_ms = 5000;
     c->http.timeout_ms = 15000;
     c->http.low_speed_time_s = 10;
@@ -404,7 +451,10 @@ static int config_set_defaults(struct herold_config *c)
     c->log.level = herold_strdup("info");
     c->templates.dir = herold_strdup(HEROLD_TEMPLATE_DIR);
     c->templates.default_lang = herold_strdup("de");
-    if (c->redis.host == NULL || c->redis.prefix == NULL ||
+    c->audience.default_tz = herold_strdup("Europe/Berlin");
+    c->citizens.optin_template = herold_strdup("optin-bestaetigung");
+    if (c->audience.default_tz == NULL || c->citizens.optin_template == NULL ||
+        c->redis.host == NULL || c->redis.prefix == NULL ||
         c->queue.group == NULL || c->queue.consumer == NULL ||
         c->log.level == NULL || c->templates.dir == NULL || c->templates.default_lang == NULL)
         return -1;
@@ -907,6 +957,10 @@ void config_free(struct herold_config *c)
     herold_free(c->templates.dir);
     herold_free(c->templates.default_lang);
     herold_free_secret(c->log.pseudonym_key);
+    herold_free(c->audience.default_tz);
+    herold_free(c->citizens.confirm_url);
+    herold_free(c->citizens.optin_template);
+    herold_free_secret(c->citizens.unsubscribe_key);
     json_decref(c->root);
     herold_free(c);
 }

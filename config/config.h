@@ -61,6 +61,21 @@ struct config_delivery {
     int batch;                  /* ledger writes per Redis call, default 128 */
 };
 
+struct config_audience {
+    int page;                   /* citizens read per Redis call, default 256 */
+    int pages_ahead;            /* pages resolved ahead of delivery, default 4 */
+    int daily_cap;              /* non-urgent jobs per citizen and local day, 0 = none; default 5 */
+    char *default_tz;           /* quiet hours zone, default "Europe/Berlin" */
+    int sending_lease_s;        /* a unit retried from `later` is retaken after this, default 300 */
+};
+
+struct config_citizens {
+    int optin_ttl_hours;        /* double opt-in token lifetime, default 72 */
+    char *confirm_url;          /* https URL with "{token}", NULL: no link in the message */
+    char *optin_template;       /* template of the confirmation message, default "optin-bestaetigung" */
+    char *unsubscribe_key;      /* secret: checks List-Unsubscribe tokens; NULL: channels.email's */
+};
+
 struct config_http {
     int connect_timeout_ms;     /* default 5000 */
     int timeout_ms;             /* default 15000 */
@@ -91,6 +106,8 @@ struct herold_config {
     struct config_queue queue;
     struct config_jobs jobs;
     struct config_delivery delivery;
+    struct config_audience audience;
+    struct config_citizens citizens;
     struct config_http http;
     struct config_templates templates;
     struct config_log log;

@@ -1486,6 +1486,14 @@ def privacy_all_logs():
     return True, "%d daemon logs, %d CLI transcripts: 0 canary hits" % (len(H.DAEMON_LOGS), len(H.CLI_LOGS))
 
 
+# More tests live in t_*.py beside this file (citizens, audience): they are
+# run in this module's namespace, so they use test, Ctx, basic, Fail, H ...
+for _path in sorted(os.listdir(HERE)):
+    if _path.startswith("t_") and _path.endswith(".py"):
+        with open(os.path.join(HERE, _path), encoding="utf-8") as _f:
+            exec(compile(_f.read(), os.path.join(HERE, _path), "exec"), globals())
+
+
 def main():
     filters = sys.argv[1:]
     filt = filters[0] if filters else None
