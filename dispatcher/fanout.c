@@ -19,21 +19,65 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "audience.h"
 #include "clock.h"
+#include "tz.h"
 #include "log.h"
 #include "scripts.h"
 
 #define FANOUT_TICK 0.05
+#define FANOUT_VARIANTS 8
+#define FANOUT_KV_STACK 64
 
-enum item_action { ACT_SUBMIT, ACT_FINAL, ACT_RETRY };
+enum item_action { ACT_SUBMIT, ACT_FINAL, ACT_LATER };
+
+/* What the resolution decided for a unit of a page. */
+enum plan { PLAN_SEND, PLAN_DEFER, PLAN_SUPPRESS };
+
+struct rcpt {
+    char *own;                     /* one allocation holding the strings below */
+    const char *id, *email, *phone, *lang;
+    double quiet_end;              /* unix seconds the quiet hours end; 0: not quiet */
+    char capday[11];               /* local day for the daily cap, "" none */
+    char bounce[TRACK_CONTACT_MAX];/* contacts:bounced field of the e-mail, "" none */
+};
+
+struct unit {
+    uint32_t rc;                   /* index into the page's recipients */
+    uint8_t ch;                    /* channel index in the job */
+    uint8_t state;                 /* enum unit_state, as confirmed in the ledger */
+    uint8_t attempts;
+    uint8_t plan;
+    uint8_t busy;                  /* queued, at a channel, or being recorded */
+    uint8_t doubt;                 /* the last attempt may have reached the provider */
+    uint8_t from_later;            /* taken from the later set (holds a lease there) */
+    uint8_t started;               /* looked at by the pump */
+    const char *reason;            /* PLAN_SUPPRESS */
+};
+
+struct page {
+    struct job_run *jr;
+    struct page *next;
+    bool later;                    /* units taken from the later set */
+    bool ready;                    /* resolved; units may start */
+    bool admitting;                /* the admit script is outstanding */
+    char *cursor;                  /* main pages: the checkpoint after this page */
+    struct rcpt *rc;
+    size_t nrc;
+    struct unit *u;
+    size_t nu;
+    size_t scan;                   /* units before this one were all started */
+    size_t open;                   /* units not yet settled (final or parked) */
+};
 
 struct batch_item {
+    struct page *pg;
     uint32_t unit;
     uint8_t action;
-    double due;                    /* ACT_RETRY: monotonic time of next try */
     char *field;                   /* "<channel>:<recipient>" */
     char *value;                   /* ledger value */
     char flag[2];                  /* "d" in doubt, "-" none */
+    char zop[24];                  /* later set: "-", "x" or a due time */
 };
 
 struct batch {
@@ -44,9 +88,10 @@ struct batch {
     struct batch *next;
 };
 
-struct retry_entry {
-    double due;
-    uint32_t unit;
+struct variant {
+    char lang[36];
+    struct job job;                /* shallow copy with its own parts */
+    bool ok;
 };
 
 struct job_run {
@@ -56,26 +101,35 @@ struct job_run {
     char entry[40];
     char job_key[TRACK_KEY_MAX];
     char units_key[TRACK_KEY_MAX];
-    size_t nunits, terminal;
-    uint8_t *state;                /* enum unit_state, as confirmed in the ledger */
-    uint8_t *attempts;
-    uint8_t *busy;                 /* 1 while queued, at a channel, or being recorded */
-    uint8_t *doubt;                /* 1: last attempt may have reached the provider */
-    size_t next;                   /* first unit not yet looked at */
-    struct retry_entry *heap;
-    size_t nheap, capheap;
+    char later_key[TRACK_KEY_MAX];
+    struct aud_job aj;
+    const char *mode;              /* page script mode */
+    char *cursor;                  /* where the next main page starts */
+    bool exhausted;                /* no main page left to read */
+    bool loading;                  /* a page read is outstanding */
+    bool taking;                   /* a take from the later set is outstanding */
+    struct page *pages, *tail;     /* main pages, in audience order */
+    size_t npages;
+    struct page *lpages;           /* pages taken from the later set */
+    size_t nlpages;
+    double later_due;              /* wall time of the next take; HUGE_VAL none */
+    long later_left;               /* members of the later set at the last take; -1 unknown */
+    unsigned long later_writes, later_writes_seen;
     struct batch *open;            /* being filled */
     struct batch *pending;         /* flushed or waiting to be resent */
     size_t busy_count;
-    uint8_t *bounced;              /* per recipient: its e-mail bounced before */
-    bool loading;                  /* the bounce lookup is outstanding */
+    uint32_t *sorted;              /* explicit recipients by id (for later units) */
+    struct variant *var;
+    size_t nvar;
+    size_t citizens, units, npages_read;
+    double t0;
     bool abandoned, ended;
-    struct job_run *prev, *nextrun;
+    struct job_run *nextrun;
 };
 
 struct delivery_ctx {
     struct delivery d;
-    struct job_run *jr;
+    struct page *pg;
     uint32_t unit;
     char idem[33];
 };
@@ -88,6 +142,8 @@ struct fanout {
     size_t nchannels;
     fanout_end_fn *on_end;
     void *arg;
+    fanout_render_fn *render;
+    void *render_arg;
     struct job_run *runs[LANE_COUNT];
     size_t inflight;
     long abort_after_ok, ok_count;
@@ -101,22 +157,11 @@ struct fanout {
     ev_timer deadline;
 };
 
-static void fanout_record(struct job_run *jr, uint32_t unit, enum unit_state st,
+static void fanout_record(struct page *pg, uint32_t u, enum unit_state st,
                           enum item_action act, int code, const char *reason, double due,
                           bool doubt);
 
 /* ---- small helpers ---- */
-
-/* fanout_unit_channel - channel index of unit u in jr. */
-static size_t fanout_unit_channel(const struct job_run *jr, uint32_t u)
-{
-    return u % jr->job->nchannels;
-}
-
-static const struct job_recipient *fanout_unit_rcpt(const struct job_run *jr, uint32_t u)
-{
-    return &jr->job->rcpts[u / jr->job->nchannels];
-}
 
 /* fanout_channel - the configured channel called name, or NULL. */
 static const struct fanout_channel *fanout_channel(const struct fanout *f, const char *name)
@@ -127,16 +172,25 @@ static const struct fanout_channel *fanout_channel(const struct fanout *f, const
     return NULL;
 }
 
+static const char *unit_channel(const struct page *pg, uint32_t u)
+{
+    return pg->jr->job->channels[pg->u[u].ch];
+}
+
+static const struct rcpt *unit_rcpt(const struct page *pg, uint32_t u)
+{
+    return &pg->rc[pg->u[u].rc];
+}
+
 /* fanout_idem_key - stable key per (job, recipient, channel): a resend after
  * a crash carries the same one, so deduplicating receivers see one effect. */
-static void fanout_idem_key(const struct job_run *jr, uint32_t u, char out[33])
+static void fanout_idem_key(const struct page *pg, uint32_t u, char out[33])
 {
     static const char hex[] = "0123456789abcdef";
-    const char *ch = jr->job->channels[fanout_unit_channel(jr, u)];
-    const char *rid = fanout_unit_rcpt(jr, u)->id;
     unsigned char md[SHA256_DIGEST_LENGTH];
     char in[JOB_ID_MAX + 1 + 64 + 1 + 64 + 1];
-    int n = snprintf(in, sizeof in, "%s%c%s%c%s", jr->job->id, 0, ch, 0, rid);
+    int n = snprintf(in, sizeof in, "%s%c%s%c%s", pg->jr->job->id, 0, unit_channel(pg, u), 0,
+                     unit_rcpt(pg, u)->id);
 
     SHA256((const unsigned char *)in, (size_t)n, md);
     for (int i = 0; i < 16; i++) {
@@ -161,50 +215,26 @@ static double fanout_backoff(const struct fanout *f, int attempt, long retry_aft
     return d;
 }
 
-/* ---- retry heap (min-heap on due) ---- */
+/* ---- pages ---- */
 
-static int heap_push(struct job_run *jr, double due, uint32_t unit)
+static void page_free(struct page *pg)
 {
-    size_t i;
-
-    if (jr->nheap == jr->capheap) {
-        size_t cap = jr->capheap ? jr->capheap * 2 : 16;
-        struct retry_entry *h = herold_realloc(jr->heap, cap * sizeof *h);
-        if (h == NULL)
-            return -1;
-        jr->heap = h;
-        jr->capheap = cap;
-    }
-    i = jr->nheap++;
-    while (i > 0 && jr->heap[(i - 1) / 2].due > due) {
-        jr->heap[i] = jr->heap[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    jr->heap[i].due = due;
-    jr->heap[i].unit = unit;
-    return 0;
+    if (pg == NULL)
+        return;
+    for (size_t i = 0; i < pg->nrc; i++)
+        herold_free(pg->rc[i].own);
+    herold_free(pg->rc);
+    herold_free(pg->u);
+    herold_free(pg->cursor);
+    herold_free(pg);
 }
 
-static uint32_t heap_pop(struct job_run *jr)
+/* page_settle - unit u of pg reached a final or parked state. */
+static void page_settle(struct page *pg, uint32_t u)
 {
-    uint32_t top = jr->heap[0].unit;
-    struct retry_entry last = jr->heap[--jr->nheap];
-    size_t i = 0;
-
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= jr->nheap)
-            break;
-        if (c + 1 < jr->nheap && jr->heap[c + 1].due < jr->heap[c].due)
-            c++;
-        if (jr->heap[c].due >= last.due)
-            break;
-        jr->heap[i] = jr->heap[c];
-        i = c;
-    }
-    if (jr->nheap > 0)
-        jr->heap[i] = last;
-    return top;
+    (void)u;
+    if (pg->open > 0)
+        pg->open--;
 }
 
 /* ---- ledger batches ---- */
@@ -221,21 +251,32 @@ static void batch_free(struct batch *b)
     herold_free(b);
 }
 
+/* fanout_run_idle - nothing of jr is in memory or on the way to Redis. */
+static bool fanout_run_idle(const struct job_run *jr)
+{
+    return jr->busy_count == 0 && jr->open == NULL && jr->pending == NULL && !jr->loading &&
+           !jr->taking && jr->pages == NULL && jr->lpages == NULL;
+}
+
 /* fanout_maybe_end - report the run's end once nothing is outstanding. */
 static void fanout_maybe_end(struct job_run *jr)
 {
-    if (jr->ended || jr->busy_count > 0 || jr->open || jr->pending || jr->loading)
+    if (jr->ended || !fanout_run_idle(jr))
         return;
     if (jr->abandoned) {
         jr->ended = true;
         jr->f->on_end(jr, FANOUT_RELEASED, jr->f->arg);
-    } else if (jr->terminal == jr->nunits) {
+    } else if (jr->exhausted && jr->later_left == 0 &&
+               jr->later_writes_seen == jr->later_writes) {
+        double s = ev_now(jr->f->loop) - jr->t0;
         jr->ended = true;
+        LOG(LOG_INFO, "fanout", "job_audience", "job=%s recipients=%zu units=%zu pages=%zu "
+            "seconds=%.3f", jr->job->id, jr->citizens, jr->units, jr->npages_read, s);
         jr->f->on_end(jr, FANOUT_DONE, jr->f->arg);
     }
 }
 
-static void fanout_submit(struct job_run *jr, uint32_t u);
+static void fanout_submit(struct page *pg, uint32_t u);
 
 /* fanout_batch_confirmed - Redis holds the batch: now do what follows. */
 static void fanout_batch_confirmed(struct batch *b)
@@ -244,6 +285,7 @@ static void fanout_batch_confirmed(struct batch *b)
 
     for (size_t i = 0; i < b->n; i++) {
         struct batch_item *it = &b->items[i];
+        struct unit *un = &it->pg->u[it->unit];
         enum unit_state st;
         int att;
 
@@ -251,26 +293,17 @@ static void fanout_batch_confirmed(struct batch *b)
             continue;
         switch (it->action) {
         case ACT_SUBMIT:
-            jr->state[it->unit] = UNIT_SENDING;
-            fanout_submit(jr, it->unit);
+            un->state = UNIT_SENDING;
+            fanout_submit(it->pg, it->unit);
             break;
-        case ACT_RETRY:
-            jr->state[it->unit] = UNIT_RETRY;
-            jr->busy[it->unit] = 0;
-            jr->busy_count--;
-            if (heap_push(jr, it->due, it->unit) != 0) {
-                /* Out of memory: the unit stays `retry` in the ledger and is
-                 * picked up when the job is resumed; it must not be lost. */
-                LOG(LOG_ERROR, "fanout", "retry_deferred", "job=%s reason=\"out of memory\"",
-                    jr->job->id);
-            }
-            break;
+        case ACT_LATER:
+            jr->later_writes++;
+            /* fall through */
         case ACT_FINAL:
-            if (!track_state_terminal(jr->state[it->unit]))
-                jr->terminal++;
-            jr->state[it->unit] = (uint8_t)st;
-            jr->busy[it->unit] = 0;
+            un->state = (uint8_t)st;
+            un->busy = 0;
             jr->busy_count--;
+            page_settle(it->pg, it->unit);
             break;
         }
     }
@@ -319,11 +352,11 @@ static void fanout_on_ledger_reply(struct redisq *q, const struct redisq_reply *
 static void fanout_flush(struct batch *b)
 {
     struct job_run *jr = b->jr;
-    const char *stack_argv[2 + 3 * 128];
-    size_t stack_lens[2 + 3 * 128];
+    const char *stack_argv[3 + 4 * 128];
+    size_t stack_lens[3 + 4 * 128];
     const char **argv = stack_argv;
     size_t *lens = stack_lens;
-    size_t argc = 2 + 3 * b->n;
+    size_t argc = 3 + 4 * b->n;
 
     if (b->sent || !redisq_is_up(jr->f->rq) || ev_now(jr->f->loop) < jr->f->ledger_hold_until)
         return;
@@ -335,14 +368,16 @@ static void fanout_flush(struct batch *b)
     }
     argv[0] = jr->job_key;
     argv[1] = jr->units_key;
+    argv[2] = jr->later_key;
     for (size_t i = 0; i < b->n; i++) {
-        argv[2 + 3 * i] = b->items[i].field;
-        argv[3 + 3 * i] = b->items[i].value;
-        argv[4 + 3 * i] = b->items[i].flag;
+        argv[3 + 4 * i] = b->items[i].field;
+        argv[4 + 4 * i] = b->items[i].value;
+        argv[5 + 4 * i] = b->items[i].flag;
+        argv[6 + 4 * i] = b->items[i].zop;
     }
     for (size_t i = 0; i < argc; i++)
         lens[i] = strlen(argv[i]);
-    if (redisq_eval(jr->f->rq, &script_ledger, fanout_on_ledger_reply, b, 2, (int)argc,
+    if (redisq_eval(jr->f->rq, &script_ledger, fanout_on_ledger_reply, b, 3, (int)argc,
                     argv, lens) == 0)
         b->sent = true;
 out:
@@ -366,18 +401,21 @@ static void fanout_close_batch(struct job_run *jr)
     fanout_flush(b);
 }
 
-/* fanout_record - queue one ledger write for unit u; what follows it
- * (act) happens once Redis confirms. */
-static void fanout_record(struct job_run *jr, uint32_t u, enum unit_state st,
+/* fanout_record - queue one ledger write for unit u of pg; what follows
+ * it (act) happens once Redis confirms.  due (wall clock) places an
+ * ACT_LATER unit in the later set. */
+static void fanout_record(struct page *pg, uint32_t u, enum unit_state st,
                           enum item_action act, int code, const char *reason, double due,
                           bool doubt)
 {
+    struct job_run *jr = pg->jr;
+    struct unit *un = &pg->u[u];
     struct batch *b = jr->open;
     struct batch_item *it;
     char value[256];
-    const struct job_recipient *r = fanout_unit_rcpt(jr, u);
-    const char *ch = jr->job->channels[fanout_unit_channel(jr, u)];
-    size_t flen = strlen(ch) + 1 + strlen(r->id) + 1;
+    const char *ch = unit_channel(pg, u);
+    const char *rid = unit_rcpt(pg, u)->id;
+    size_t flen = strlen(ch) + 1 + strlen(rid) + 1;
 
     /* Allocation failures here cannot drop the unit silently: the unit is
      * left busy and the job is abandoned so that another pass (a restart
@@ -396,21 +434,29 @@ static void fanout_record(struct job_run *jr, uint32_t u, enum unit_state st,
         jr->open = b;
     }
     it = &b->items[b->n];
+    it->pg = pg;
     it->unit = u;
     it->action = (uint8_t)act;
-    it->due = due;
     it->flag[0] = doubt ? 'd' : '-';
     it->flag[1] = '\0';
+    if (act == ACT_LATER)
+        snprintf(it->zop, sizeof it->zop, "%.3f", due);
+    else if (act == ACT_FINAL && (un->from_later || un->doubt || doubt))
+        snprintf(it->zop, sizeof it->zop, "x");
+    else
+        snprintf(it->zop, sizeof it->zop, "-");
     it->field = herold_malloc(flen);
-    track_unit_value(value, sizeof value, st, jr->attempts[u], code, reason);
+    track_unit_value(value, sizeof value, st, un->attempts, code, reason);
     it->value = herold_strdup(value);
     if (it->field == NULL || it->value == NULL) {
         herold_free(it->field);
         herold_free(it->value);
         goto oom;
     }
-    snprintf(it->field, flen, "%s:%s", ch, r->id);
+    snprintf(it->field, flen, "%s:%s", ch, rid);
     b->n++;
+    if (act == ACT_LATER && due < jr->later_due)
+        jr->later_due = due;
     if (b->n == b->cap)
         fanout_close_batch(jr);
     return;
@@ -419,13 +465,27 @@ oom:
     jr->abandoned = true;
 }
 
+/* fanout_settle_now - record a decision that needs no provider call. */
+static void fanout_decide(struct page *pg, uint32_t u, enum unit_state st, const char *reason,
+                          double due)
+{
+    struct unit *un = &pg->u[u];
+
+    un->busy = 1;
+    un->started = 1;
+    pg->jr->busy_count++;
+    fanout_record(pg, u, st, st == UNIT_DEFERRED || st == UNIT_RETRY ? ACT_LATER : ACT_FINAL,
+                  0, reason, due, false);
+}
+
 /* ---- bounces ---- */
 
 /* fanout_note_bounce - remember a permanently refused address (by its
- * hash, never in clear) so later fan-outs skip it.  Best effort: the unit
- * itself is already recorded as failed in the ledger. */
-static void fanout_note_bounce(struct fanout *f, struct job_run *jr, const char *addr,
-                               int code)
+ * hash, never in clear) so later fan-outs skip it, and mark the citizen's
+ * address bounced.  Best effort: the unit itself is already recorded as
+ * failed in the ledger. */
+static void fanout_note_bounce(struct fanout *f, struct job_run *jr, const char *rid,
+                               const char *addr, int code)
 {
     char key[TRACK_KEY_MAX], field[TRACK_CONTACT_MAX], val[200], ts[40];
 
@@ -434,63 +494,58 @@ static void fanout_note_bounce(struct fanout *f, struct job_run *jr, const char 
     const char *argv[] = {"HSET", track_key(key, f->cfg->redis.prefix, "contacts:bounced"),
                           track_contact_field(field, "email", addr), val};
     redisq_argv(f->rq, redisq_ignore, NULL, 0, 4, argv, NULL);
+    if (jr->job->audience != AUD_RECIPIENTS) {
+        /* only if the record still holds this address (HSET would revive
+         * an erased citizen): a tiny script-free check via HSETNX is not
+         * enough, so the CLI's erase removes contacts:bounced as well */
+        char ck[TRACK_KEY_MAX + 80];
+        snprintf(ck, sizeof ck, "%scitizen:%s", f->cfg->redis.prefix, rid);
+        const char *a2[] = {"EVAL",
+            "if redis.call('HGET', KEYS[1], 'email') == ARGV[1] then "
+            "redis.call('HSET', KEYS[1], 'email_state', 'bounced') end return 1",
+            "1", ck, addr};
+        redisq_argv(f->rq, redisq_ignore, NULL, 0, 5, a2, NULL);
+    }
 }
 
-static void fanout_on_bounced(struct redisq *q, const struct redisq_reply *r, void *arg)
-{
-    struct job_run *jr = arg;
-    size_t hits = 0;
+/* ---- per-language messages ---- */
 
-    (void)q;
-    jr->loading = false;
-    if (r == NULL || redisq_reply_type(r) != REDISQ_ARRAY) {
-        /* cannot tell: send to everyone rather than hold the job */
-        LOG(LOG_WARN, "fanout", "bounce_check_skipped", "job=%s", jr->job->id);
-        return;
-    }
-    for (size_t i = 0, k = 0; i < jr->job->nrcpts; i++) {
-        if (jr->job->rcpts[i].email == NULL)
-            continue;
-        const struct redisq_reply *e = redisq_reply_elem(r, k++);
-        if (e != NULL && redisq_reply_type(e) == REDISQ_STR) {
-            jr->bounced[i] = 1;
-            hits++;
+/* fanout_variant - the job rendered in lang (a citizen's language), or
+ * the job itself when it has a fixed language, inline content, or the
+ * rendering fails. */
+static const struct job *fanout_variant(struct job_run *jr, const char *lang)
+{
+    struct fanout *f = jr->f;
+    const struct job *j = jr->job;
+    struct variant *v;
+    struct herr err;
+
+    if (lang == NULL || j->template == NULL || j->lang_given || f->render == NULL ||
+        strcmp(lang, j->render_lang[0] ? j->render_lang : j->lang) == 0)
+        return j;
+    for (size_t i = 0; i < jr->nvar; i++)
+        if (strcmp(jr->var[i].lang, lang) == 0)
+            return jr->var[i].ok ? &jr->var[i].job : j;
+    if (jr->nvar == FANOUT_VARIANTS || strlen(lang) >= sizeof jr->var[0].lang)
+        return j;
+    if (jr->var == NULL && (jr->var = herold_calloc(FANOUT_VARIANTS, sizeof *jr->var)) == NULL)
+        return j;
+    v = &jr->var[jr->nvar++];
+    snprintf(v->lang, sizeof v->lang, "%s", lang);
+    v->job = *j;
+    memset(v->job.parts, 0, sizeof v->job.parts);
+    v->job.render_lang[0] = '\0';
+    v->ok = f->render(f->render_arg, &v->job, lang, &err) == 0;
+    if (!v->ok) {
+        for (int p = 0; p < JOB_PARTS; p++) {
+            herold_free(v->job.parts[p]);
+            v->job.parts[p] = NULL;
         }
+        LOG(LOG_WARN, "fanout", "render_lang_failed", "job=%s lang=%s action=job_language",
+            j->id, lang);
+        return j;
     }
-    if (hits)
-        LOG(LOG_INFO, "fanout", "bounced_skipped", "job=%s recipients=%zu", jr->job->id, hits);
-}
-
-/* fanout_check_bounces - for a job with an e-mail channel, look up which
- * recipients' addresses bounced before (one HMGET); units wait until the
- * answer is in. */
-static void fanout_check_bounces(struct fanout *f, struct job_run *jr)
-{
-    char key[TRACK_KEY_MAX];
-    const char **argv;
-    char (*fields)[TRACK_CONTACT_MAX];
-    size_t n = 0, emails = 0;
-    bool has_email = false;
-
-    for (size_t c = 0; c < jr->job->nchannels; c++)
-        has_email |= strcmp(jr->job->channels[c], "email") == 0;
-    for (size_t i = 0; i < jr->job->nrcpts; i++)
-        emails += jr->job->rcpts[i].email != NULL;
-    if (!has_email || emails == 0 || !redisq_is_up(f->rq))
-        return;
-    jr->bounced = herold_calloc(jr->job->nrcpts, 1);
-    argv = herold_malloc((emails + 2) * sizeof *argv);
-    fields = herold_malloc(emails * sizeof *fields);
-    if (jr->bounced && argv && fields) {
-        argv[n++] = "HMGET";
-        argv[n++] = track_key(key, f->cfg->redis.prefix, "contacts:bounced");
-        for (size_t i = 0, k = 0; i < jr->job->nrcpts; i++)
-            if (jr->job->rcpts[i].email != NULL)
-                argv[n++] = track_contact_field(fields[k++], "email", jr->job->rcpts[i].email);
-        jr->loading = redisq_argv(f->rq, fanout_on_bounced, jr, 0, (int)n, argv, NULL) == 0;
-    }
-    herold_free(argv);
-    herold_free(fields);
+    return &v->job;
 }
 
 /* ---- delivery ---- */
@@ -498,11 +553,14 @@ static void fanout_check_bounces(struct fanout *f, struct job_run *jr)
 static void fanout_on_done(void *arg, const struct delivery_result *res)
 {
     struct delivery_ctx *dc = arg;
-    struct job_run *jr = dc->jr;
+    struct page *pg = dc->pg;
+    struct job_run *jr = pg->jr;
     struct fanout *f = jr->f;
     uint32_t u = dc->unit;
-    int attempt = jr->attempts[u];
-    const char *ch = jr->job->channels[fanout_unit_channel(jr, u)];
+    struct unit *un = &pg->u[u];
+    int attempt = un->attempts;
+    const char *ch = unit_channel(pg, u);
+    const struct rcpt *r = unit_rcpt(pg, u);
     char qb[200];
 
     f->inflight--;
@@ -512,9 +570,9 @@ static void fanout_on_done(void *arg, const struct delivery_result *res)
             LOG(LOG_WARN, "fanout", "faultpoint", "point=after_provider_ok n=%ld", f->ok_count);
             abort();
         }
-        fanout_record(jr, u, UNIT_SENT, ACT_FINAL, res->provider_code, "", 0, false);
+        fanout_record(pg, u, UNIT_SENT, ACT_FINAL, res->provider_code, "", 0, false);
         LOG(LOG_DEBUG, "fanout", "delivered", "job=%s ch=%s rcpt=%s attempt=%d code=%d",
-            jr->job->id, ch, fanout_unit_rcpt(jr, u)->id, attempt, res->provider_code);
+            jr->job->id, ch, r->id, attempt, res->provider_code);
         return;
     }
     if (res->status == DELIVERY_TRANSIENT && attempt < f->cfg->delivery.max_attempts &&
@@ -523,33 +581,33 @@ static void fanout_on_done(void *arg, const struct delivery_result *res)
         LOG(LOG_WARN, "fanout", "delivery_failed",
             "job=%s ch=%s rcpt=%s attempt=%d code=%d class=transient in_doubt=%s "
             "retry_in_ms=%ld reason=%s",
-            jr->job->id, ch, fanout_unit_rcpt(jr, u)->id, attempt, res->provider_code,
+            jr->job->id, ch, r->id, attempt, res->provider_code,
             res->in_doubt ? "yes" : "no", (long)(delay * 1000),
             log_quote(res->reason, qb, sizeof qb));
-        jr->doubt[u] = res->in_doubt;
-        fanout_record(jr, u, UNIT_RETRY, ACT_RETRY, res->provider_code, res->reason,
-                      ev_now(f->loop) + delay, false);
+        un->doubt = res->in_doubt;
+        fanout_record(pg, u, UNIT_RETRY, ACT_LATER, res->provider_code, res->reason,
+                      clock_wall() + delay, false);
         return;
     }
     if (jr->abandoned && res->status == DELIVERY_TRANSIENT) {
         /* not ours any more: leave the unit to its new owner */
-        fanout_record(jr, u, UNIT_RETRY, ACT_RETRY, res->provider_code, res->reason, 0, false);
+        fanout_record(pg, u, UNIT_RETRY, ACT_LATER, res->provider_code, res->reason,
+                      clock_wall(), false);
         return;
     }
     if (res->status == DELIVERY_PERMANENT && res->provider_code >= 500 &&
-        strcmp(ch, "email") == 0 && fanout_unit_rcpt(jr, u)->email != NULL)
-        fanout_note_bounce(f, jr, fanout_unit_rcpt(jr, u)->email, res->provider_code);
+        strcmp(ch, "email") == 0 && r->email != NULL)
+        fanout_note_bounce(f, jr, r->id, r->email, res->provider_code);
     LOG(LOG_ERROR, "fanout", "delivery_failed",
         "job=%s ch=%s rcpt=%s attempt=%d code=%d class=%s reason=%s", jr->job->id, ch,
-        fanout_unit_rcpt(jr, u)->id, attempt, res->provider_code,
+        r->id, attempt, res->provider_code,
         res->status == DELIVERY_PERMANENT ? "permanent" : "attempts_exhausted",
         log_quote(res->reason, qb, sizeof qb));
-    fanout_record(jr, u, UNIT_FAILED, ACT_FINAL, res->provider_code, res->reason, 0, false);
+    fanout_record(pg, u, UNIT_FAILED, ACT_FINAL, res->provider_code, res->reason, 0, false);
 }
 
 /* fanout_contact - the unit's contact point for its channel, or NULL. */
-static const char *fanout_contact(const struct fanout_channel *ch,
-                                  const struct job_recipient *r)
+static const char *fanout_contact(const struct fanout_channel *ch, const struct rcpt *r)
 {
     if (ch->ops->contact == NULL)
         return r->id;
@@ -561,13 +619,15 @@ static const char *fanout_contact(const struct fanout_channel *ch,
 }
 
 /* fanout_submit - hand unit u (already recorded as sending) to its channel. */
-static void fanout_submit(struct job_run *jr, uint32_t u)
+static void fanout_submit(struct page *pg, uint32_t u)
 {
+    struct job_run *jr = pg->jr;
     struct fanout *f = jr->f;
-    const struct job *j = jr->job;
-    const char *chname = j->channels[fanout_unit_channel(jr, u)];
+    struct unit *un = &pg->u[u];
+    const char *chname = unit_channel(pg, u);
     const struct fanout_channel *ch = fanout_channel(f, chname);
-    const struct job_recipient *r = fanout_unit_rcpt(jr, u);
+    const struct rcpt *r = unit_rcpt(pg, u);
+    const struct job *j;
     struct delivery_ctx *dc = herold_calloc(1, sizeof *dc);
     struct delivery_result res = {DELIVERY_TRANSIENT, -1, 0, false, ""};
     struct herr err;
@@ -577,24 +637,25 @@ static void fanout_submit(struct job_run *jr, uint32_t u)
                  dc ? "channel not configured" : "out of memory");
         if (dc == NULL) {
             f->inflight--;
-            fanout_record(jr, u, UNIT_RETRY, ACT_RETRY, 0, res.reason,
-                          ev_now(f->loop) + fanout_backoff(f, jr->attempts[u], -1), false);
+            fanout_record(pg, u, UNIT_RETRY, ACT_LATER, 0, res.reason,
+                          clock_wall() + fanout_backoff(f, un->attempts, -1), false);
             return;
         }
         res.status = DELIVERY_PERMANENT;
         fanout_on_done(dc, &res);
         return;
     }
-    dc->jr = jr;
+    j = fanout_variant(jr, r->lang);
+    dc->pg = pg;
     dc->unit = u;
-    fanout_idem_key(jr, u, dc->idem);
+    fanout_idem_key(pg, u, dc->idem);
     dc->d.job_id = j->id;
     dc->d.kind = j->kind;
     dc->d.priority = j->priority;
     dc->d.rcpt_id = r->id;
     dc->d.address = fanout_contact(ch, r);
     dc->d.idem_key = dc->idem;
-    dc->d.attempt = jr->attempts[u];
+    dc->d.attempt = un->attempts;
     dc->d.lang = j->render_lang[0] ? j->render_lang : j->lang;   /* what was rendered */
     dc->d.subject = j->subject;
     dc->d.text = j->text;
@@ -608,9 +669,9 @@ static void fanout_submit(struct job_run *jr, uint32_t u)
              * unit waits briefly and keeps its attempt count. */
             herold_free(dc);
             f->inflight--;
-            jr->attempts[u]--;
-            fanout_record(jr, u, UNIT_RETRY, ACT_RETRY, 0, res.reason,
-                          ev_now(f->loop) + 0.1, false);
+            un->attempts--;
+            fanout_record(pg, u, UNIT_RETRY, ACT_LATER, 0, res.reason, clock_wall() + 0.1,
+                          false);
             return;
         }
         /* Bad input (an unknown endpoint in options, an unusable
@@ -621,86 +682,764 @@ static void fanout_submit(struct job_run *jr, uint32_t u)
     }
 }
 
-/* fanout_next_unit - the next unit of jr that may start now, or -1. */
-static long fanout_next_unit(struct job_run *jr, double now)
+/* fanout_start_unit - decide what happens to unit u of pg and record it. */
+static void fanout_start_unit(struct page *pg, uint32_t u)
 {
-    if (jr->abandoned || jr->ended || jr->loading)
-        return -1;
-    if (jr->nheap > 0 && jr->heap[0].due <= now)
-        return (long)heap_pop(jr);
-    while (jr->next < jr->nunits) {
-        uint32_t u = (uint32_t)jr->next++;
-        if (!track_state_terminal(jr->state[u]) && !jr->busy[u]) {
-            if (jr->state[u] == UNIT_RETRY || jr->state[u] == UNIT_SENDING ||
-                jr->state[u] == UNIT_NONE)
-                return (long)u;
-        }
-    }
-    return -1;
-}
-
-/* fanout_start_unit - decide what happens to unit u and record it. */
-static void fanout_start_unit(struct job_run *jr, uint32_t u)
-{
+    struct job_run *jr = pg->jr;
     struct fanout *f = jr->f;
+    struct unit *un = &pg->u[u];
     const struct job *j = jr->job;
-    const char *chname = j->channels[fanout_unit_channel(jr, u)];
-    const struct fanout_channel *ch = fanout_channel(f, chname);
+    const struct fanout_channel *ch = fanout_channel(f, unit_channel(pg, u));
     const char *addr;
     struct herr err;
 
-    jr->busy[u] = 1;
+    un->started = 1;
+    un->busy = 1;
     jr->busy_count++;
     if (j->expires_at > 0 && clock_wall() >= j->expires_at) {
-        fanout_record(jr, u, UNIT_EXPIRED, ACT_FINAL, 0, "expires_at passed", 0, false);
+        fanout_record(pg, u, UNIT_EXPIRED, ACT_FINAL, 0, "expires_at passed", 0, false);
         return;
     }
     if (ch == NULL) {
-        fanout_record(jr, u, UNIT_FAILED, ACT_FINAL, 0, "channel not configured", 0, false);
+        fanout_record(pg, u, UNIT_FAILED, ACT_FINAL, 0, "channel not configured", 0, false);
         return;
     }
-    addr = fanout_contact(ch, fanout_unit_rcpt(jr, u));
+    addr = fanout_contact(ch, unit_rcpt(pg, u));
     if (addr == NULL) {
-        fanout_record(jr, u, UNIT_SUPPRESSED, ACT_FINAL, 0, "no contact point for channel",
+        fanout_record(pg, u, UNIT_SUPPRESSED, ACT_FINAL, 0, "no contact point for channel",
                       0, false);
         return;
     }
-    if (jr->bounced && jr->bounced[u / j->nchannels] && ch->ops->contact &&
-        strcmp(ch->ops->contact, "email") == 0) {
-        fanout_record(jr, u, UNIT_SUPPRESSED, ACT_FINAL, 0, "address bounced before", 0,
-                      false);
-        return;
-    }
     if (ch->ops->validate_address(ch->state, addr, &err) != 0) {
-        fanout_record(jr, u, UNIT_SUPPRESSED, ACT_FINAL, 0, "invalid contact point", 0,
+        fanout_record(pg, u, UNIT_SUPPRESSED, ACT_FINAL, 0, "invalid contact point", 0,
                       false);
         return;
     }
-    if (jr->attempts[u] < 255)
-        jr->attempts[u]++;
+    if (un->attempts < 255)
+        un->attempts++;
     /* In doubt: the previous attempt was recorded as `sending` (a crash) or
      * ended without an answer; this resend keeps the idempotency key. */
-    bool doubt = jr->state[u] == UNIT_SENDING || jr->doubt[u];
-    jr->doubt[u] = 0;
+    bool doubt = un->state == UNIT_SENDING || un->doubt;
+    un->doubt = 0;
     f->inflight++;
-    fanout_record(jr, u, UNIT_SENDING, ACT_SUBMIT, 0, "", 0, doubt);
+    fanout_record(pg, u, UNIT_SENDING, ACT_SUBMIT, 0, "", 0, doubt);
+}
+
+/* ---- reading the audience ---- */
+
+static bool fanout_urgent(const struct job_run *jr)
+{
+    return strcmp(jr->job->priority, "urgent") == 0;
+}
+
+/* fanout_kv - the field/value pairs of a HGETALL reply into kv (n max). */
+static size_t fanout_kv(const struct redisq_reply *h, struct aud_kv *kv, size_t n)
+{
+    size_t k = 0, len = h ? redisq_reply_len(h) : 0;
+
+    for (size_t i = 0; i + 1 < len && k < n; i += 2, k++) {
+        kv[k].k = redisq_reply_str(redisq_reply_elem(h, i), &kv[k].klen);
+        kv[k].v = redisq_reply_str(redisq_reply_elem(h, i + 1), &kv[k].vlen);
+    }
+    return k;
+}
+
+/* fanout_dup - a counted string into the recipient's buffer at *pos. */
+static const char *fanout_put(char **pos, const char *s, size_t n)
+{
+    char *at = *pos;
+
+    if (s == NULL)
+        return NULL;
+    memcpy(at, s, n);
+    at[n] = '\0';
+    *pos = at + n + 1;
+    return at;
+}
+
+/* fanout_rcpt_citizen - fill r from a citizen record's resolution; the
+ * quiet hours and the cap day only for non-urgent jobs. */
+static int fanout_rcpt_citizen(struct job_run *jr, struct rcpt *r, const char *id,
+                               size_t idlen, const struct aud_result *res, bool wants_email)
+{
+    const struct herold_config *cfg = jr->f->cfg;
+    size_t need = idlen + res->email.vlen + res->phone.vlen + res->lang.vlen + 4;
+    char *pos, tzname[72], qbuf[16];
+    const struct tz *z = NULL;
+    struct quiet q;
+    time_t now = (time_t)clock_wall();
+
+    if ((r->own = herold_malloc(need)) == NULL)
+        return -1;
+    pos = r->own;
+    r->id = fanout_put(&pos, id, idlen);
+    r->email = res->email.v && res->email.vlen ? fanout_put(&pos, res->email.v, res->email.vlen)
+                                               : NULL;
+    r->phone = res->phone.v && res->phone.vlen ? fanout_put(&pos, res->phone.v, res->phone.vlen)
+                                               : NULL;
+    r->lang = res->lang.v && res->lang.vlen ? fanout_put(&pos, res->lang.v, res->lang.vlen)
+                                            : NULL;
+    if (wants_email && r->email != NULL)
+        track_contact_field(r->bounce, "email", r->email);
+    if (fanout_urgent(jr))
+        return 0;
+    if (res->tz.v && res->tz.vlen > 0 && res->tz.vlen < sizeof tzname) {
+        memcpy(tzname, res->tz.v, res->tz.vlen);
+        tzname[res->tz.vlen] = '\0';
+        z = tz_get(tzname, NULL);
+    }
+    if (z == NULL)
+        z = tz_get(cfg->audience.default_tz, NULL);
+    if (z == NULL)
+        return 0;
+    if (cfg->audience.daily_cap > 0)
+        tz_local_day(z, now, r->capday);
+    if (res->quiet.v && res->quiet.vlen < sizeof qbuf) {
+        memcpy(qbuf, res->quiet.v, res->quiet.vlen);
+        qbuf[res->quiet.vlen] = '\0';
+        if (quiet_parse(qbuf, &q) == 0)
+            r->quiet_end = (double)quiet_until(&q, z, now);
+    }
+    return 0;
+}
+
+/* fanout_rcpt_explicit - r borrows the job's recipient (no copy needed:
+ * the job outlives its pages). */
+static void fanout_rcpt_explicit(struct job_run *jr, struct rcpt *r,
+                                 const struct job_recipient *jrcpt, bool wants_email)
+{
+    r->id = jrcpt->id;
+    r->email = jrcpt->email;
+    r->phone = jrcpt->phone;
+    r->lang = NULL;
+    (void)jr;
+    if (wants_email && r->email != NULL)
+        track_contact_field(r->bounce, "email", r->email);
+}
+
+static void fanout_admit(struct page *pg);
+static void fanout_page_ready(struct page *pg);
+
+/* fanout_add_unit - append a unit to pg (capacity was reserved). */
+static struct unit *fanout_add_unit(struct page *pg, uint32_t rc, size_t ch)
+{
+    struct unit *un = &pg->u[pg->nu++];
+
+    memset(un, 0, sizeof *un);
+    un->rc = rc;
+    un->ch = (uint8_t)ch;
+    pg->open++;
+    return un;
+}
+
+/* fanout_unit_from_ledger - set up un from its ledger value (v, n: NULL
+ * when none).  Returns false when the unit needs nothing (final or parked
+ * in the later set, owned by it). */
+static bool fanout_unit_from_ledger(struct unit *un, const char *v, size_t n)
+{
+    enum unit_state st;
+    int att;
+
+    if (v == NULL || n == 0)
+        return true;
+    if (track_unit_parse(v, n, &st, &att) != 0)
+        return true;
+    if (track_state_terminal(st) || st == UNIT_RETRY || st == UNIT_DEFERRED)
+        return false;
+    un->state = (uint8_t)st;
+    un->attempts = (uint8_t)(att > 255 ? 255 : att);
+    un->doubt = st == UNIT_SENDING;
+    return true;
+}
+
+/* fanout_contact_kind - how channel name reaches a recipient. */
+static enum aud_contact fanout_contact_kind(const struct fanout *f, const char *name)
+{
+    const struct fanout_channel *ch = fanout_channel(f, name);
+
+    if (ch == NULL || ch->ops->contact == NULL)
+        return AUD_BY_ID;
+    if (strcmp(ch->ops->contact, "email") == 0)
+        return AUD_BY_EMAIL;
+    if (strcmp(ch->ops->contact, "phone") == 0)
+        return AUD_BY_PHONE;
+    if (strcmp(ch->ops->contact, "push") == 0)
+        return AUD_BY_PUSH;
+    return AUD_BY_ID;
+}
+
+/* fanout_build - one recipient of a page reply (record h, ledger values
+ * led, one per channel; only_ch >= 0 for a unit taken from the later
+ * set) into pg's recipients and units. */
+static int fanout_build(struct page *pg, const char *id, size_t idlen,
+                        const struct redisq_reply *h, const struct redisq_reply *led,
+                        int only_ch, const char *lval, size_t llen)
+{
+    struct job_run *jr = pg->jr;
+    const struct job *j = jr->job;
+    struct aud_kv stack_kv[FANOUT_KV_STACK], *kv = stack_kv;
+    struct aud_result res;
+    size_t nkv = 0, hn = h ? redisq_reply_len(h) / 2 : 0;
+    uint32_t rc = (uint32_t)pg->nrc;
+    struct rcpt *r = &pg->rc[rc];
+    const struct job_recipient *jrcpt = NULL;
+    bool wants_email = false;
+    memset(r, 0, sizeof *r);
+    if (j->audience == AUD_RECIPIENTS) {
+        /* explicit recipients: every channel, no consent or choice */
+        memset(&res, 0, sizeof res);
+        for (size_t c = 0; c < jr->aj.nch; c++)
+            if (only_ch < 0 || (size_t)only_ch == c)
+                res.verdict[c] = AUD_DELIVER;
+        if (pg->later) {
+            /* find the recipient by id (binary search over the sorted index) */
+            size_t lo = 0, hi = j->nrcpts;
+            while (lo < hi) {
+                size_t mid = (lo + hi) / 2;
+                int cmp = strncmp(j->rcpts[jr->sorted[mid]].id, id, idlen);
+                if (cmp == 0 && strlen(j->rcpts[jr->sorted[mid]].id) > idlen)
+                    cmp = 1;
+                if (cmp < 0)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            if (lo < j->nrcpts && strlen(j->rcpts[jr->sorted[lo]].id) == idlen &&
+                memcmp(j->rcpts[jr->sorted[lo]].id, id, idlen) == 0)
+                jrcpt = &j->rcpts[jr->sorted[lo]];
+        }
+        if (jrcpt == NULL)
+            return 0;   /* not a recipient of this job: ignore the member */
+    } else {
+        if (hn > FANOUT_KV_STACK && (kv = herold_malloc(hn * sizeof *kv)) == NULL)
+            return -1;
+        nkv = fanout_kv(h, kv, hn);
+        aud_resolve(&jr->aj, kv, nkv, only_ch, &res);
+    }
+    for (size_t c = 0; c < jr->aj.nch; c++)
+        if (res.verdict[c] == AUD_DELIVER && jr->aj.contact[c] == AUD_BY_EMAIL)
+            wants_email = true;
+    if (jrcpt != NULL)
+        fanout_rcpt_explicit(jr, r, jrcpt, wants_email);
+    else if (fanout_rcpt_citizen(jr, r, id, idlen, &res, wants_email) != 0)
+        goto oom;
+    pg->nrc++;
+    for (size_t c = 0; c < jr->aj.nch; c++) {
+        struct unit *un;
+        const char *v = NULL;
+        size_t vn = 0;
+
+        if (only_ch >= 0 && (size_t)only_ch != c)
+            continue;
+        if (res.verdict[c] == AUD_NONE) {
+            if (only_ch < 0)
+                continue;
+            /* taken from the later set, but no longer chosen */
+            res.verdict[c] = AUD_SUPPRESS;
+            res.reason[c] = "no longer subscribed";
+        }
+        if (only_ch >= 0) {
+            v = lval;
+            vn = llen;
+        } else if (led != NULL) {
+            const struct redisq_reply *e = redisq_reply_elem(led, c);
+            if (e != NULL && redisq_reply_type(e) == REDISQ_STR)
+                v = redisq_reply_str(e, &vn);
+        }
+        un = fanout_add_unit(pg, rc, c);
+        if (!fanout_unit_from_ledger(un, v, vn)) {
+            pg->nu--;
+            pg->open--;
+            continue;
+        }
+        un->from_later = pg->later;
+        if (res.verdict[c] == AUD_SUPPRESS) {
+            un->plan = PLAN_SUPPRESS;
+            un->reason = res.reason[c];
+        } else {
+            un->plan = PLAN_SEND;
+        }
+    }
+    if (kv != stack_kv)
+        herold_free(kv);
+    return 0;
+oom:
+    if (kv != stack_kv)
+        herold_free(kv);
+    return -1;
+}
+
+/* fanout_page_new - a page with room for nrc recipients. */
+static struct page *fanout_page_new(struct job_run *jr, size_t nrc, bool later)
+{
+    struct page *pg = herold_calloc(1, sizeof *pg);
+
+    if (pg == NULL)
+        return NULL;
+    pg->jr = jr;
+    pg->later = later;
+    pg->rc = herold_calloc(nrc ? nrc : 1, sizeof *pg->rc);
+    pg->u = herold_calloc((nrc ? nrc : 1) * jr->aj.nch, sizeof *pg->u);
+    if (pg->rc == NULL || pg->u == NULL) {
+        page_free(pg);
+        return NULL;
+    }
+    return pg;
+}
+
+static void fanout_on_page(struct redisq *q, const struct redisq_reply *r, void *arg)
+{
+    struct job_run *jr = arg;
+    const struct job *j = jr->job;
+    struct page *pg;
+    size_t n, nrc;
+    char *next = NULL;
+
+    (void)q;
+    jr->loading = false;
+    if (jr->abandoned || jr->ended) {
+        fanout_maybe_end(jr);
+        return;
+    }
+    if (r == NULL || redisq_reply_type(r) != REDISQ_ARRAY || redisq_reply_len(r) < 2) {
+        LOG(LOG_WARN, "fanout", "page_read_failed", "job=%s retry=yes", j->id);
+        return;   /* read again on the next pump */
+    }
+    n = redisq_reply_len(r);
+    nrc = (n - 2) / 3;
+    pg = fanout_page_new(jr, nrc, false);
+    if (pg == NULL)
+        goto oom;
+    if (j->audience == AUD_RECIPIENTS || j->audience == AUD_CITIZENS) {
+        size_t start = (size_t)strtoul(jr->cursor, NULL, 10);
+        char buf[24];
+        snprintf(buf, sizeof buf, "%zu", start + nrc);
+        next = herold_strdup(buf);
+        if (start + nrc >= j->nrcpts)
+            jr->exhausted = true;
+        for (size_t i = 0; i < nrc; i++) {
+            size_t idlen;
+            const char *id = redisq_reply_str(redisq_reply_elem(r, 2 + 3 * i), &idlen);
+            if (j->audience == AUD_RECIPIENTS) {
+                struct rcpt *rr = &pg->rc[pg->nrc];
+                memset(rr, 0, sizeof *rr);
+                fanout_rcpt_explicit(jr, rr, &j->rcpts[start + i], true);
+                pg->nrc++;
+                for (size_t c = 0; c < jr->aj.nch; c++) {
+                    const struct redisq_reply *e =
+                        redisq_reply_elem(redisq_reply_elem(r, 4 + 3 * i), c);
+                    const char *v = NULL;
+                    size_t vn = 0;
+                    struct unit *un = fanout_add_unit(pg, (uint32_t)(pg->nrc - 1), c);
+                    if (e != NULL && redisq_reply_type(e) == REDISQ_STR)
+                        v = redisq_reply_str(e, &vn);
+                    if (!fanout_unit_from_ledger(un, v, vn)) {
+                        pg->nu--;
+                        pg->open--;
+                        continue;
+                    }
+                    un->plan = PLAN_SEND;
+                }
+            } else if (fanout_build(pg, id, idlen, redisq_reply_elem(r, 3 + 3 * i),
+                                    redisq_reply_elem(r, 4 + 3 * i), -1, NULL, 0) != 0) {
+                goto oom;
+            }
+        }
+    } else {
+        next = herold_strdup(redisq_reply_str(redisq_reply_elem(r, 0), NULL));
+        if (redisq_reply_int(redisq_reply_elem(r, 1)) == 1 ||
+            strcmp(redisq_reply_str(redisq_reply_elem(r, 1), NULL), "1") == 0)
+            jr->exhausted = true;
+        for (size_t i = 0; i < nrc; i++) {
+            size_t idlen;
+            const char *id = redisq_reply_str(redisq_reply_elem(r, 2 + 3 * i), &idlen);
+            if (fanout_build(pg, id, idlen, redisq_reply_elem(r, 3 + 3 * i),
+                             redisq_reply_elem(r, 4 + 3 * i), -1, NULL, 0) != 0)
+                goto oom;
+        }
+    }
+    if (next == NULL)
+        goto oom;
+    pg->cursor = herold_strdup(next);
+    if (pg->cursor == NULL)
+        goto oom;
+    herold_free(jr->cursor);
+    jr->cursor = next;
+    jr->citizens += nrc;
+    jr->npages_read++;
+    if (jr->tail)
+        jr->tail->next = pg;
+    else
+        jr->pages = pg;
+    jr->tail = pg;
+    jr->npages++;
+    fanout_admit(pg);
+    return;
+oom:
+    herold_free(next);
+    page_free(pg);
+    jr->exhausted = false;
+    LOG(LOG_ERROR, "fanout", "out_of_memory", "job=%s action=abandon_run", j->id);
+    jr->abandoned = true;
+}
+
+/* fanout_read_page - ask for the next main page of jr. */
+static void fanout_read_page(struct job_run *jr)
+{
+    struct fanout *f = jr->f;
+    const struct job *j = jr->job;
+    size_t size = (size_t)f->cfg->audience.page, nch = jr->aj.nch, argc = 0, start = 0, nids = 0;
+    const char **argv;
+    char sz[16], nc[8];
+
+    if (j->audience == AUD_RECIPIENTS || j->audience == AUD_CITIZENS) {
+        start = (size_t)strtoul(jr->cursor, NULL, 10);
+        if (start >= j->nrcpts) {
+            jr->exhausted = true;
+            return;
+        }
+        nids = j->nrcpts - start < size ? j->nrcpts - start : size;
+    } else if (j->audience == AUD_TOPICS) {
+        nids = j->ntopics;
+    }
+    argv = herold_malloc((7 + nch + nids) * sizeof *argv);
+    if (argv == NULL)
+        return;
+    snprintf(sz, sizeof sz, "%zu", size);
+    snprintf(nc, sizeof nc, "%zu", nch);
+    argv[argc++] = jr->units_key;
+    argv[argc++] = f->cfg->redis.prefix;
+    argv[argc++] = jr->mode;
+    argv[argc++] = jr->cursor;
+    argv[argc++] = sz;
+    argv[argc++] = nc;
+    for (size_t c = 0; c < nch; c++)
+        argv[argc++] = j->channels[c];
+    if (j->audience == AUD_TOPICS)
+        for (size_t i = 0; i < j->ntopics; i++)
+            argv[argc++] = j->topics[i];
+    else if (j->audience != AUD_ALL)
+        for (size_t i = 0; i < nids; i++)
+            argv[argc++] = j->rcpts[start + i].id;
+    if (redisq_eval(f->rq, &script_page, fanout_on_page, jr, 1, (int)argc, argv, NULL) == 0)
+        jr->loading = true;
+    herold_free(argv);
+}
+
+/* ---- admission: bounce list, daily cap, quiet hours ---- */
+
+/* fanout_unit_email - is unit un an e-mail unit still to be sent? */
+static bool fanout_unit_email(const struct job_run *jr, const struct unit *un)
+{
+    return un->plan == PLAN_SEND && jr->aj.contact[un->ch] == AUD_BY_EMAIL;
+}
+
+static void fanout_on_admit(struct redisq *q, const struct redisq_reply *r, void *arg)
+{
+    struct page *pg = arg;
+    struct job_run *jr = pg->jr;
+    size_t k = 0;
+
+    (void)q;
+    pg->admitting = false;
+    if (r == NULL || redisq_reply_type(r) != REDISQ_ARRAY) {
+        LOG(LOG_WARN, "fanout", "admit_failed", "job=%s retry=yes", jr->job->id);
+        return;   /* the pump asks again */
+    }
+    for (size_t i = 0; i < pg->nrc; i++) {
+        const struct rcpt *rc = &pg->rc[i];
+        bool asked = false;
+        long long v;
+        for (size_t u = 0; u < pg->nu; u++)
+            if (pg->u[u].rc == i && pg->u[u].plan == PLAN_SEND)
+                asked = true;
+        if (!asked || (rc->bounce[0] == '\0' && rc->capday[0] == '\0'))
+            continue;
+        v = redisq_reply_int(redisq_reply_elem(r, k++));
+        for (size_t u = 0; u < pg->nu; u++) {
+            struct unit *un = &pg->u[u];
+            if (un->rc != i || un->plan != PLAN_SEND)
+                continue;
+            if ((v & 1) && fanout_unit_email(jr, un)) {
+                un->plan = PLAN_SUPPRESS;
+                un->reason = "address bounced before";
+            }
+            if ((v & 2) && un->plan == PLAN_SEND) {
+                un->plan = PLAN_SUPPRESS;
+                un->reason = "daily cap reached";
+            }
+        }
+    }
+    fanout_page_ready(pg);
+}
+
+/* fanout_admit - check the page's recipients against the bounce list and
+ * the daily cap (one script call), then make the page ready. */
+static void fanout_admit(struct page *pg)
+{
+    struct job_run *jr = pg->jr;
+    struct fanout *f = jr->f;
+    const char **argv;
+    char capn[16], ttl[16], capk[TRACK_KEY_MAX], bk[TRACK_KEY_MAX];
+    size_t argc = 0, asks = 0;
+
+    if (pg->later) {
+        /* counted and checked when first resolved */
+        fanout_page_ready(pg);
+        return;
+    }
+    argv = herold_malloc((5 + 4 * pg->nrc) * sizeof *argv);
+    if (argv == NULL)
+        return;
+    snprintf(capn, sizeof capn, "%d", f->cfg->audience.daily_cap);
+    snprintf(ttl, sizeof ttl, "%d", 2 * 86400);
+    snprintf(capk, sizeof capk, "%scap:", f->cfg->redis.prefix);
+    argv[argc++] = track_key(bk, f->cfg->redis.prefix, "contacts:bounced");
+    argv[argc++] = jr->job->id;
+    argv[argc++] = capn;
+    argv[argc++] = capk;
+    argv[argc++] = ttl;
+    for (size_t i = 0; i < pg->nrc; i++) {
+        const struct rcpt *rc = &pg->rc[i];
+        bool other = false, asked = false;
+        for (size_t u = 0; u < pg->nu; u++) {
+            const struct unit *un = &pg->u[u];
+            if (un->rc != i || un->plan != PLAN_SEND)
+                continue;
+            asked = true;
+            if (!fanout_unit_email(jr, un) || rc->bounce[0] == '\0')
+                other = true;
+        }
+        if (!asked || (rc->bounce[0] == '\0' && rc->capday[0] == '\0'))
+            continue;
+        argv[argc++] = rc->id;
+        argv[argc++] = rc->bounce[0] ? rc->bounce : "-";
+        argv[argc++] = rc->capday[0] ? rc->capday : "-";
+        argv[argc++] = other ? "1" : "0";
+        asks++;
+    }
+    if (asks == 0) {
+        herold_free(argv);
+        fanout_page_ready(pg);
+        return;
+    }
+    if (redisq_eval(f->rq, &script_admit, fanout_on_admit, pg, 1, (int)argc, argv, NULL) == 0)
+        pg->admitting = true;
+    herold_free(argv);
+}
+
+/* fanout_page_ready - the page is resolved: record what needs no
+ * provider (suppressed, deferred); the rest waits for the pump. */
+static void fanout_page_ready(struct page *pg)
+{
+    struct job_run *jr = pg->jr;
+    bool urgent = fanout_urgent(jr);
+
+    pg->ready = true;
+    jr->units += pg->nu;
+    for (uint32_t u = 0; u < pg->nu; u++) {
+        struct unit *un = &pg->u[u];
+        const struct rcpt *rc = &pg->rc[un->rc];
+        if (un->plan == PLAN_SEND && !urgent && rc->quiet_end > 0)
+            un->plan = PLAN_DEFER;
+        if (un->plan == PLAN_SUPPRESS)
+            fanout_decide(pg, u, UNIT_SUPPRESSED, un->reason, 0);
+        else if (un->plan == PLAN_DEFER)
+            fanout_decide(pg, u, UNIT_DEFERRED, "quiet hours", rc->quiet_end);
+    }
+}
+
+/* ---- the later set: retries and quiet hours ---- */
+
+static void fanout_on_take(struct redisq *q, const struct redisq_reply *r, void *arg)
+{
+    struct job_run *jr = arg;
+    struct fanout *f = jr->f;
+    struct page *pg = NULL;
+    size_t n, nm;
+    double now = clock_wall();
+
+    (void)q;
+    jr->taking = false;
+    if (r == NULL || redisq_reply_type(r) != REDISQ_ARRAY || redisq_reply_len(r) < 2) {
+        jr->later_due = now + 1;
+        return;
+    }
+    n = redisq_reply_len(r);
+    nm = (n - 2) / 3;
+    jr->later_left = (long)redisq_reply_int(redisq_reply_elem(r, 0));
+    {
+        const char *nx = redisq_reply_str(redisq_reply_elem(r, 1), NULL);
+        jr->later_due = nx[0] ? strtod(nx, NULL) : HUGE_VAL;
+    }
+    if (nm == (size_t)f->cfg->audience.page)
+        jr->later_due = now;   /* more may be due */
+    if (jr->abandoned || jr->ended || nm == 0) {
+        fanout_maybe_end(jr);
+        return;
+    }
+    pg = fanout_page_new(jr, nm, true);
+    if (pg == NULL)
+        goto oom;
+    for (size_t i = 0; i < nm; i++) {
+        size_t mlen, vlen;
+        const char *m = redisq_reply_str(redisq_reply_elem(r, 2 + 3 * i), &mlen);
+        const char *v = redisq_reply_str(redisq_reply_elem(r, 3 + 3 * i), &vlen);
+        const char *colon = memchr(m, ':', mlen);
+        int ch = -1;
+        if (colon == NULL)
+            continue;
+        for (size_t c = 0; c < jr->aj.nch; c++)
+            if (strlen(jr->job->channels[c]) == (size_t)(colon - m) &&
+                memcmp(jr->job->channels[c], m, (size_t)(colon - m)) == 0)
+                ch = (int)c;
+        if (ch < 0)
+            continue;
+        if (fanout_build(pg, colon + 1, mlen - (size_t)(colon + 1 - m),
+                         redisq_reply_elem(r, 4 + 3 * i), NULL, ch, v, vlen) != 0)
+            goto oom;
+    }
+    pg->next = jr->lpages;
+    jr->lpages = pg;
+    jr->nlpages++;
+    fanout_admit(pg);
+    return;
+oom:
+    page_free(pg);
+    LOG(LOG_ERROR, "fanout", "out_of_memory", "job=%s action=abandon_run", jr->job->id);
+    jr->abandoned = true;
+}
+
+/* fanout_take - ask for the units of jr's later set that are due. */
+static void fanout_take(struct job_run *jr)
+{
+    struct fanout *f = jr->f;
+    char now[32], lease[32], lim[16], ck[TRACK_KEY_MAX];
+    double t = clock_wall();
+    const char *argv[6];
+
+    snprintf(now, sizeof now, "%.3f", t);
+    snprintf(lease, sizeof lease, "%.3f", t + f->cfg->audience.sending_lease_s);
+    snprintf(lim, sizeof lim, "%d", f->cfg->audience.page);
+    snprintf(ck, sizeof ck, "%scitizen:", f->cfg->redis.prefix);
+    argv[0] = jr->later_key;
+    argv[1] = jr->units_key;
+    argv[2] = now;
+    argv[3] = lease;
+    argv[4] = lim;
+    argv[5] = jr->job->audience == AUD_RECIPIENTS ? "" : ck;
+    jr->later_writes_seen = jr->later_writes;
+    if (redisq_eval(f->rq, &script_take, fanout_on_take, jr, 2, 6, argv, NULL) == 0)
+        jr->taking = true;
+}
+
+/* ---- pump ---- */
+
+/* fanout_checkpoint - free the settled pages at the head of jr's main
+ * pages and record the position after the last of them; free settled
+ * later pages. */
+static void fanout_checkpoint(struct job_run *jr)
+{
+    struct fanout *f = jr->f;
+    const char *cursor = NULL;
+    char *keep = NULL;
+
+    while (jr->pages && jr->pages->ready && jr->pages->open == 0) {
+        struct page *pg = jr->pages;
+        herold_free(keep);
+        keep = pg->cursor;
+        pg->cursor = NULL;
+        cursor = keep;
+        jr->pages = pg->next;
+        if (jr->pages == NULL)
+            jr->tail = NULL;
+        jr->npages--;
+        page_free(pg);
+    }
+    if (cursor != NULL && !jr->abandoned) {
+        const char *argv[] = {"HSET", jr->job_key, "cursor", cursor};
+        redisq_argv(f->rq, redisq_ignore, NULL, 0, 4, argv, NULL);
+    }
+    herold_free(keep);
+    for (struct page **pp = &jr->lpages; *pp;) {
+        struct page *pg = *pp;
+        if (pg->ready && pg->open == 0) {
+            *pp = pg->next;
+            jr->nlpages--;
+            page_free(pg);
+            jr->later_due = 0;   /* look again: the set may be empty now */
+        } else {
+            pp = &pg->next;
+        }
+    }
+}
+
+/* fanout_feed - keep jr's pages coming: the next main page, admission
+ * retries, due units from the later set. */
+static void fanout_feed(struct job_run *jr)
+{
+    struct fanout *f = jr->f;
+    size_t ahead = (size_t)f->cfg->audience.pages_ahead;
+
+    if (jr->abandoned || jr->ended || !redisq_is_up(f->rq))
+        return;
+    for (struct page *pg = jr->pages; pg; pg = pg->next)
+        if (!pg->ready && !pg->admitting)
+            fanout_admit(pg);
+    for (struct page *pg = jr->lpages; pg; pg = pg->next)
+        if (!pg->ready && !pg->admitting)
+            fanout_admit(pg);
+    if (!jr->exhausted && !jr->loading && jr->npages < ahead)
+        fanout_read_page(jr);
+    if (!jr->taking && jr->nlpages < ahead && clock_wall() >= jr->later_due &&
+        (jr->later_left != 0 || jr->later_writes_seen != jr->later_writes))
+        fanout_take(jr);
+}
+
+/* fanout_run_next - the next unit of jr that may start now. */
+static bool fanout_run_next(struct job_run *jr, struct page **pgp, uint32_t *up)
+{
+    if (jr->abandoned || jr->ended)
+        return false;
+    for (int pass = 0; pass < 2; pass++) {
+        for (struct page *pg = pass ? jr->lpages : jr->pages; pg; pg = pg->next) {
+            if (!pg->ready)
+                continue;
+            while (pg->scan < pg->nu && pg->u[pg->scan].started)
+                pg->scan++;
+            for (size_t u = pg->scan; u < pg->nu; u++) {
+                if (!pg->u[u].started && pg->u[u].plan == PLAN_SEND) {
+                    *pgp = pg;
+                    *up = (uint32_t)u;
+                    return true;
+                }
+            }
+        }
+    }
+    return false;
 }
 
 /* fanout_pump - start units while the window has room, urgent first. */
 static void fanout_pump(struct fanout *f)
 {
-    double now = ev_now(f->loop);
     size_t window = (size_t)f->cfg->delivery.window;
 
+    for (int lane = 0; lane < LANE_COUNT; lane++)
+        for (struct job_run *jr = f->runs[lane]; jr; jr = jr->nextrun) {
+            fanout_checkpoint(jr);
+            if (!f->draining)
+                fanout_feed(jr);
+        }
     if (f->draining)
         return;
     for (int lane = 0; lane < LANE_COUNT; lane++) {
         for (struct job_run *jr = f->runs[lane]; jr; jr = jr->nextrun) {
-            long u;
+            struct page *pg;
+            uint32_t u;
             /* f->inflight counts units from their `sending` record to
              * their channel's done: that is the window. */
-            while (f->inflight < window && (u = fanout_next_unit(jr, now)) >= 0)
-                fanout_start_unit(jr, (uint32_t)u);
+            while (f->inflight < window && fanout_run_next(jr, &pg, &u))
+                fanout_start_unit(pg, u);
             if (f->inflight >= window)
                 return;
         }
@@ -829,66 +1568,22 @@ void fanout_free(struct fanout *f)
     herold_free(f);
 }
 
-/* fanout_field_unit - unit index for ledger field "<channel>:<rcpt>". */
-static long fanout_field_unit(const struct job_run *jr, json_t *rmap, const char *field)
+/* fanout_sort_cmp - order of explicit recipients by id (qsort_r-free:
+ * the job is passed through a file-static pointer, set just before). */
+static const struct job *fanout_sort_job;
+
+static int fanout_sort_cmp(const void *a, const void *b)
 {
-    const char *colon = strchr(field, ':');
-    size_t chlen;
-    json_t *ri;
+    const struct job *j = fanout_sort_job;
 
-    if (colon == NULL)
-        return -1;
-    chlen = (size_t)(colon - field);
-    ri = json_object_get(rmap, colon + 1);
-    if (ri == NULL)
-        return -1;
-    for (size_t c = 0; c < jr->job->nchannels; c++)
-        if (strlen(jr->job->channels[c]) == chlen &&
-            memcmp(jr->job->channels[c], field, chlen) == 0)
-            return (long)(json_integer_value(ri) * (json_int_t)jr->job->nchannels + (json_int_t)c);
-    return -1;
-}
-
-/* fanout_resume - apply the ledger read by the begin script. */
-static void fanout_resume(struct job_run *jr, const struct redisq_reply *ledger, size_t first)
-{
-    size_t n = ledger ? redisq_reply_len(ledger) : 0;
-    json_t *rmap;
-    size_t resumed = 0, doubt = 0;
-
-    if (n <= first)
-        return;
-    rmap = json_object();
-    for (size_t i = 0; i < jr->job->nrcpts; i++)
-        json_object_set_new(rmap, jr->job->rcpts[i].id, json_integer((json_int_t)i));
-    for (size_t i = first; i + 1 < n; i += 2) {
-        size_t vlen;
-        const char *field = redisq_reply_str(redisq_reply_elem(ledger, i), NULL);
-        const char *val = redisq_reply_str(redisq_reply_elem(ledger, i + 1), &vlen);
-        enum unit_state st;
-        int att;
-        long u = fanout_field_unit(jr, rmap, field);
-
-        if (u < 0 || track_unit_parse(val, vlen, &st, &att) != 0)
-            continue;
-        jr->state[u] = (uint8_t)st;
-        jr->attempts[u] = (uint8_t)(att > 255 ? 255 : att);
-        if (track_state_terminal(st))
-            jr->terminal++;
-        if (st == UNIT_SENDING)
-            doubt++;
-        resumed++;
-    }
-    json_decref(rmap);
-    LOG(LOG_INFO, "fanout", "job_resumed", "job=%s units=%zu final=%zu in_doubt=%zu",
-        jr->job->id, resumed, jr->terminal, doubt);
+    return strcmp(j->rcpts[*(const uint32_t *)a].id, j->rcpts[*(const uint32_t *)b].id);
 }
 
 struct job_run *fanout_add(struct fanout *f, struct job *job, enum track_lane lane,
-                           const char *entry, const struct redisq_reply *ledger,
-                           size_t first)
+                           const char *entry, const char *cursor)
 {
     struct job_run *jr = herold_calloc(1, sizeof *jr), **pp;
+    enum aud_contact contact[JOB_MAX_CHANNELS];
 
     if (jr == NULL)
         goto fail;
@@ -898,31 +1593,46 @@ struct job_run *fanout_add(struct fanout *f, struct job *job, enum track_lane la
     snprintf(jr->entry, sizeof jr->entry, "%s", entry);
     track_key_job(jr->job_key, f->cfg->redis.prefix, job->id);
     track_key_units(jr->units_key, f->cfg->redis.prefix, job->id);
-    jr->nunits = job->nrcpts * job->nchannels;
-    jr->state = herold_calloc(jr->nunits, 1);
-    jr->attempts = herold_calloc(jr->nunits, 1);
-    jr->busy = herold_calloc(jr->nunits, 1);
-    jr->doubt = herold_calloc(jr->nunits, 1);
-    if (!jr->state || !jr->attempts || !jr->busy || !jr->doubt)
+    track_key_later(jr->later_key, f->cfg->redis.prefix, job->id);
+    for (size_t c = 0; c < job->nchannels; c++)
+        contact[c] = fanout_contact_kind(f, job->channels[c]);
+    aud_job_init(&jr->aj, job, contact);
+    switch (job->audience) {
+    case AUD_RECIPIENTS: jr->mode = "explicit"; break;
+    case AUD_CITIZENS:   jr->mode = "ids"; break;
+    case AUD_TOPICS:     jr->mode = "topics"; break;
+    case AUD_ALL:        jr->mode = "all"; break;
+    }
+    if ((cursor == NULL || cursor[0] == '\0') &&
+        (job->audience == AUD_RECIPIENTS || job->audience == AUD_CITIZENS))
+        cursor = "0";
+    jr->cursor = herold_strdup(cursor ? cursor : "");
+    if (jr->cursor == NULL)
         goto fail;
-    fanout_resume(jr, ledger, first);
-    fanout_check_bounces(f, jr);
+    if (job->audience == AUD_RECIPIENTS && job->nrcpts > 0) {
+        jr->sorted = herold_malloc(job->nrcpts * sizeof *jr->sorted);
+        if (jr->sorted == NULL)
+            goto fail;
+        for (size_t i = 0; i < job->nrcpts; i++)
+            jr->sorted[i] = (uint32_t)i;
+        fanout_sort_job = job;
+        qsort(jr->sorted, job->nrcpts, sizeof *jr->sorted, fanout_sort_cmp);
+    }
+    jr->later_left = -1;        /* unknown until the first take */
+    jr->later_due = 0;
+    jr->t0 = ev_now(f->loop);
     /* append: within a lane, older jobs first */
     for (pp = &f->runs[lane]; *pp; pp = &(*pp)->nextrun)
         ;
-    jr->prev = NULL;
     *pp = jr;
-    LOG(LOG_INFO, "fanout", "job_started", "job=%s lane=%s units=%zu", job->id,
-        track_lane_names[lane], jr->nunits);
-    if (jr->terminal == jr->nunits)
-        ev_feed_event(f->loop, &f->tick, EV_TIMER);   /* end it from the loop */
+    LOG(LOG_INFO, "fanout", "job_started", "job=%s lane=%s audience=%s resume=%s", job->id,
+        track_lane_names[lane], jr->mode, cursor && cursor[0] && strcmp(cursor, "0") ? "yes" : "no");
+    ev_feed_event(f->loop, &f->tick, EV_TIMER);
     return jr;
 fail:
     if (jr) {
-        herold_free(jr->state);
-        herold_free(jr->attempts);
-        herold_free(jr->busy);
-        herold_free(jr->doubt);
+        herold_free(jr->cursor);
+        herold_free(jr->sorted);
         herold_free(jr);
     }
     job_free(job);
@@ -951,17 +1661,25 @@ void fanout_free_run(struct fanout *f, struct job_run *jr)
     while (jr->pending) {
         struct batch *b = jr->pending;
         jr->pending = b->next;
-        if (b->sent)
-            b->jr = NULL;   /* cannot happen: runs end only with no batch outstanding */
-        batch_free(b);
+        batch_free(b);   /* runs end only with no batch outstanding */
     }
+    while (jr->pages) {
+        struct page *pg = jr->pages;
+        jr->pages = pg->next;
+        page_free(pg);
+    }
+    while (jr->lpages) {
+        struct page *pg = jr->lpages;
+        jr->lpages = pg->next;
+        page_free(pg);
+    }
+    for (size_t i = 0; i < jr->nvar; i++)
+        for (int p = 0; p < JOB_PARTS; p++)
+            herold_free(jr->var[i].job.parts[p]);
+    herold_free(jr->var);
     job_free(jr->job);
-    herold_free(jr->state);
-    herold_free(jr->attempts);
-    herold_free(jr->busy);
-    herold_free(jr->doubt);
-    herold_free(jr->heap);
-    herold_free(jr->bounced);
+    herold_free(jr->cursor);
+    herold_free(jr->sorted);
     herold_free(jr);
 }
 
@@ -994,6 +1712,12 @@ void fanout_drain(struct fanout *f, double deadline_s, void (*done_fn)(void *), 
 size_t fanout_inflight(const struct fanout *f)
 {
     return f->inflight;
+}
+
+void fanout_set_render(struct fanout *f, fanout_render_fn *fn, void *arg)
+{
+    f->render = fn;
+    f->render_arg = arg;
 }
 
 void fanout_redis_up(struct fanout *f)

@@ -3,6 +3,20 @@
  * channel), submitted to the channels within a bounded window, recorded in
  * the ledger before and after each provider call.
  *
+ * Streaming: the audience (explicit recipients, citizen ids, topics or
+ * everyone) is read in pages of audience.page recipients, at most
+ * audience.pages_ahead pages per job in memory, so memory does not grow
+ * with the audience.  Each page is resolved (docs/citizens.md: choice,
+ * consent, contact point, bounce list, daily cap, quiet hours) and its
+ * units recorded.  When every unit of the oldest pages is settled (final,
+ * or parked in the job's `later` set with a due time), the position after
+ * them is checkpointed in the job record (`cursor`); a restarted daemon,
+ * or another instance that claims the job, starts from there and skips
+ * units the ledger already has as final or parked.  Units that wait (a
+ * retry, quiet hours) live in Redis, not in memory: the `later` set is
+ * polled for due units, which are leased (their due time moves ahead by
+ * audience.sending_lease_s) while they are being delivered.
+ *
  * Unit life (the ledger states of docs/redis-layout.md):
  *
  *   accepted --(ledger: sending, attempt n)--> handed to the channel
@@ -12,12 +26,15 @@
  *            --done TRANSIENT, none left-------> failed      (terminal)
  *   accepted --expires_at passed---------------> expired     (terminal)
  *   accepted --no usable contact point---------> suppressed  (terminal)
+ *   accepted --no consent, bounced, over cap---> suppressed  (terminal)
+ *   accepted --quiet hours (not urgent)--------> deferred (later set) --due--> sending
  *
  * Ordering: the `sending` mark is durable in Redis before the channel is
  * called, and the outcome is written after the channel's done.  A crash
  * between them leaves the unit in `sending`: on resume it is in doubt and
  * is resent with the same idempotency key (webhook-id), and counted.  So a
- * crash can duplicate at most the units in flight: delivery.window.
+ * crash can duplicate at most the units in flight: delivery.window (the
+ * guarantee is at-least-once; docs/citizens.md states the bound).
  *
  * Ledger writes are batched per job (delivery.batch units per script
  * call, flushed before the loop sleeps).  A batch Redis did not confirm is
@@ -65,13 +82,20 @@ struct fanout *fanout_new(struct ev_loop *loop, const struct herold_config *cfg,
 void fanout_free(struct fanout *f);
 
 /* fanout_add - start delivering job (ownership passes to the run), read
- * from lane at stream entry `entry`.  ledger is the "run" reply of the
- * begin script (field/value pairs from index `first`), used to resume.
- * Returns the run, or NULL when memory ran out (job is then freed; the
- * stream entry stays pending and is retried). */
+ * from lane at stream entry `entry`, from the checkpoint cursor ("" at the
+ * start) the begin script returned.  Returns the run, or NULL when memory
+ * ran out (job is then freed; the stream entry stays pending and is
+ * retried). */
 struct job_run *fanout_add(struct fanout *f, struct job *job, enum track_lane lane,
-                           const char *entry, const struct redisq_reply *ledger,
-                           size_t first);
+                           const char *entry, const char *cursor);
+
+/* Renders job (a copy whose parts are empty) for a citizen's language
+ * lang; 0 or -1 with err.  Set by the owner of the message set. */
+typedef int fanout_render_fn(void *arg, struct job *copy, const char *lang, struct herr *err);
+
+/* fanout_set_render - messages of template jobs without a fixed "lang"
+ * are rendered per citizen language through fn. */
+void fanout_set_render(struct fanout *f, fanout_render_fn *fn, void *arg);
 
 /* fanout_abandon - stop submitting units of jr (another instance owns its
  * entry now); FANOUT_RELEASED follows once its in-flight units are done. */

@@ -60,8 +60,8 @@ static const char *const job_kinds[] = {
 
 static const char *const job_priorities[] = {"urgent", "normal", "bulk"};
 
-static const char *const job_audience_reserved[] = {
-    "topic", "topics", "all", "citizens",
+static const char *const job_audience_forms[] = {
+    "recipients", "citizens", "topic", "topics", "all",
 };
 
 /* Recipient id and its index, sorted to find duplicates in O(n log n). */
@@ -565,13 +565,92 @@ static int job_check_recipient(json_t *o, size_t i, struct job_recipient *r,
     return 0;
 }
 
-/* job_check_audience - v1 knows only explicit recipients. */
+/* job_topic_ok - a topic name: 1-64 of a-z 0-9 _ -, not starting with _ or -. */
+static bool job_topic_ok(const char *s)
+{
+    size_t n = strlen(s);
+
+    return n >= 1 && n <= JOB_TOPIC_MAX && s[0] != '-' && s[0] != '_' &&
+           job_chars_ok(s, n, "_-");
+}
+
+/* job_check_citizens - audience.citizens: unique citizen ids. */
+static int job_check_citizens(struct job *j, json_t *a, const struct job_limits *lim,
+                              struct herr *err)
+{
+    char path[128];
+    size_t n;
+
+    if (!json_is_array(a) || json_array_size(a) == 0)
+        return job_bad(err, "audience.citizens", "expected a non-empty array of citizen ids");
+    n = json_array_size(a);
+    if (lim->max_recipients >= 0 && n > (size_t)lim->max_recipients)
+        return job_bad(err, "audience.citizens", "%zu citizens; the limit is %d", n,
+                       lim->max_recipients);
+    j->rcpts = herold_calloc(n, sizeof *j->rcpts);
+    if (j->rcpts == NULL)
+        return job_oom(err);
+    for (size_t i = 0; i < n; i++) {
+        const char *id = json_string_value(json_array_get(a, i));
+        if (id == NULL || !job_id_ok(id, 64)) {
+            snprintf(path, sizeof path, "audience.citizens[%zu]", i);
+            return job_bad(err, path, "expected 1-64 characters of A-Z a-z 0-9 . _ : -");
+        }
+        j->rcpts[i].id = id;
+        j->nrcpts = i + 1;
+    }
+    if (job_check_unique(j, err) != 0) {
+        /* same check, the path names this form */
+        const char *b = strchr(err->path, '[');
+        snprintf(path, sizeof path, "audience.citizens%s", b ? b : "");
+        if ((b = strrchr(path, '.')) != NULL && strcmp(b, ".id") == 0)
+            *(char *)b = '\0';
+        snprintf(err->path, sizeof err->path, "%s", path);
+        snprintf(err->msg, sizeof err->msg, "duplicate citizen id");
+        return -1;
+    }
+    return 0;
+}
+
+/* job_check_topics - audience.topic (one name) or audience.topics (a list). */
+static int job_check_topics(struct job *j, json_t *aud, struct herr *err)
+{
+    json_t *t = json_object_get(aud, "topic"), *ts = json_object_get(aud, "topics");
+    char path[128];
+
+    if (t != NULL) {
+        if (!json_is_string(t) || !job_topic_ok(json_string_value(t)))
+            return job_bad(err, "audience.topic", "expected 1-%d characters of a-z 0-9 _ -",
+                           JOB_TOPIC_MAX);
+        j->topics[j->ntopics++] = json_string_value(t);
+        return 0;
+    }
+    if (!json_is_array(ts) || json_array_size(ts) == 0 ||
+        json_array_size(ts) > JOB_MAX_TOPICS)
+        return job_bad(err, "audience.topics", "expected an array of 1-%d topic names",
+                       JOB_MAX_TOPICS);
+    for (size_t i = 0; i < json_array_size(ts); i++) {
+        const char *name = json_string_value(json_array_get(ts, i));
+        snprintf(path, sizeof path, "audience.topics[%zu]", i);
+        if (name == NULL || !job_topic_ok(name))
+            return job_bad(err, path, "expected 1-%d characters of a-z 0-9 _ -",
+                           JOB_TOPIC_MAX);
+        for (size_t k = 0; k < j->ntopics; k++)
+            if (strcmp(j->topics[k], name) == 0)
+                return job_bad(err, path, "duplicate topic");
+        j->topics[j->ntopics++] = name;
+    }
+    return 0;
+}
+
+/* job_check_audience - exactly one form: recipients, citizens, topic,
+ * topics or all (docs/jobs.md). */
 static int job_check_audience(struct job *j, json_t *root,
                               const struct job_limits *lim, struct herr *err)
 {
     json_t *aud = json_object_get(root, "audience");
     json_t *a, *v;
-    const char *key;
+    const char *key, *form = NULL;
     char path[128];
     size_t n;
 
@@ -579,22 +658,36 @@ static int job_check_audience(struct job *j, json_t *root,
         return job_bad(err, "audience", "required");
     if (!json_is_object(aud))
         return job_bad(err, "audience", "expected an object");
-    for (size_t i = 0; i < JOB_COUNT(job_audience_reserved); i++) {
-        if (json_object_get(aud, job_audience_reserved[i]) != NULL) {
-            snprintf(path, sizeof path, "audience.%s", job_audience_reserved[i]);
-            return job_bad(err, path, "not supported by this version of herold yet");
-        }
-    }
     json_object_foreach(aud, key, v) {
-        if (strcmp(key, "recipients") != 0) {
+        if (job_in_list(key, job_audience_forms, JOB_COUNT(job_audience_forms)) < 0) {
             snprintf(path, sizeof path, "audience.%s", job_key_shown(key));
             return job_bad(err, path, "unknown field (job format v%d)", JOB_VERSION);
         }
+        if (form != NULL) {
+            snprintf(path, sizeof path, "audience.%s", key);
+            return job_bad(err, path, "only one of recipients, citizens, topic, topics, all");
+        }
+        form = key;
+    }
+    if (form == NULL)
+        return job_bad(err, "audience", "expected one of recipients, citizens, topic, topics, all");
+    if (strcmp(form, "citizens") == 0) {
+        j->audience = AUD_CITIZENS;
+        return job_check_citizens(j, json_object_get(aud, form), lim, err);
+    }
+    if (strcmp(form, "topic") == 0 || strcmp(form, "topics") == 0) {
+        j->audience = AUD_TOPICS;
+        return job_check_topics(j, aud, err);
+    }
+    if (strcmp(form, "all") == 0) {
+        if (!json_is_true(json_object_get(aud, "all")))
+            return job_bad(err, "audience.all", "expected true");
+        j->audience = AUD_ALL;
+        return 0;
     }
 
+    j->audience = AUD_RECIPIENTS;
     a = json_object_get(aud, "recipients");
-    if (a == NULL)
-        return job_bad(err, "audience.recipients", "required");
     if (!json_is_array(a) || json_array_size(a) == 0)
         return job_bad(err, "audience.recipients",
                        "expected a non-empty array of recipients");
@@ -858,6 +951,7 @@ static int job_validate(struct job *j, const char *lane,
 
     if (job_string(root, "lang", false, &s, err))
         return -1;
+    j->lang_given = s != NULL;
     if (s == NULL)
         s = "de";
     else if (!job_lang_ok(s))
@@ -866,9 +960,8 @@ static int job_validate(struct job *j, const char *lane,
 
     if (job_string(root, "topic", false, &s, err))
         return -1;
-    if (s != NULL && (strlen(s) < 1 || strlen(s) > JOB_TOPIC_MAX ||
-                      !job_chars_ok(s, strlen(s), "-")))
-        return job_bad(err, "topic", "expected 1-%d characters of a-z 0-9 -",
+    if (s != NULL && !job_topic_ok(s))
+        return job_bad(err, "topic", "expected 1-%d characters of a-z 0-9 _ -",
                        JOB_TOPIC_MAX);
     j->topic = s;
 

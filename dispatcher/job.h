@@ -38,6 +38,16 @@ struct job_recipient {
     const char *phone;    /* NULL if absent (E.164 when present) */
 };
 
+/* Who a job addresses (docs/jobs.md, docs/citizens.md). */
+enum job_audience {
+    AUD_RECIPIENTS,     /* explicit recipients with their contact points, in the job */
+    AUD_CITIZENS,       /* explicit citizen ids: records in Redis */
+    AUD_TOPICS,         /* the subscribers of one or more topics */
+    AUD_ALL,            /* every citizen */
+};
+
+#define JOB_MAX_TOPICS 16
+
 struct job {
     json_t *root;                  /* owned; every pointer below borrows from it */
     const char *id;
@@ -54,8 +64,13 @@ struct job {
     char render_lang[36];          /* language the parts were rendered in */
     const char *channels[JOB_MAX_CHANNELS];
     size_t nchannels;
-    struct job_recipient *rcpts;   /* owned array */
+    enum job_audience audience;
+    struct job_recipient *rcpts;   /* owned array: AUD_RECIPIENTS (contacts) or
+                                    * AUD_CITIZENS (ids only) */
     size_t nrcpts;
+    const char *topics[JOB_MAX_TOPICS];   /* AUD_TOPICS */
+    size_t ntopics;
+    bool lang_given;               /* "lang" was in the job (else citizens' own) */
     double send_at;                /* unix seconds, 0 if absent */
     double expires_at;             /* unix seconds, 0 if absent */
     const json_t *options;         /* "options" object or NULL */

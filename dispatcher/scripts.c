@@ -40,8 +40,8 @@ struct redisq_script script_reject = {"reject",
  * Returns {"gone"} when the entry is no longer pending for this consumer,
  * {"dup", entry} when the job id was accepted from another entry (this one
  * is acked and deleted), {"dead", deliveries} when it was delivered more
- * than max times (moved to the dead stream), else {"run", f1, v1, ...}:
- * the ledger so far, for resuming. */
+ * than max times (moved to the dead stream), else {"run", cursor}:
+ * the fan-out's checkpoint (field `cursor`, "" when none) to resume from. */
 struct redisq_script script_begin = {"begin",
     "local p = redis.call('XPENDING', KEYS[3], ARGV[1], ARGV[2], ARGV[2], 1)\n"
     "if not p[1] or p[1][2] ~= ARGV[11] then return {'gone'} end\n"
@@ -76,19 +76,18 @@ struct redisq_script script_begin = {"begin",
     "  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 'ts', ARGV[4],\n"
     "    'event', 'accepted', 'job', ARGV[10], 'entry', ARGV[2], 'units', ARGV[5])\n"
     "end\n"
-    "redis.call('HSET', KEYS[1], 'state', 'running', 'units', ARGV[5])\n"
+    "redis.call('HSET', KEYS[1], 'state', 'running')\n"
     "redis.call('PERSIST', KEYS[1])\n"
-    "local r = redis.call('HGETALL', KEYS[2])\n"
-    "table.insert(r, 1, 'run')\n"
-    "return r\n", {0}};
+    "return {'run', redis.call('HGET', KEYS[1], 'cursor') or ''}\n", {0}};
 
-/* ledger - KEYS: job hash, units hash.  ARGV: triples of field
- * ("<channel>:<recipient>"), value ("state|attempts|code|reason") and
- * flags ("d": count one in-doubt resend, "-": none).  Compare-and-set: a
- * unit already in a terminal state is left alone.  Terminal transitions
- * bump c:<channel>:<state>; retry bumps c:<channel>:retries.  One HMGET,
- * one HSET and one HINCRBY per counter for the whole batch (in chunks,
- * to stay below Lua's unpack limit).  Returns the number applied. */
+/* ledger - KEYS: job hash, units hash, later set.  ARGV: quadruples of
+ * field ("<channel>:<recipient>"), value ("state|attempts|code|reason"),
+ * flags ("d": count one in-doubt resend, "-": none) and the unit's place
+ * in the later set ("-": leave, "x": remove, a number: add with that due
+ * time).  Compare-and-set: a unit already in a terminal state is left
+ * alone.  A new field bumps `units`; terminal transitions bump
+ * c:<channel>:<state>; retry and deferred bump c:<channel>:retries and
+ * c:<channel>:deferred.  Returns the number applied. */
 struct redisq_script script_ledger = {"ledger",
     "local term = {sent=true, failed=true, suppressed=true, expired=true}\n"
     "local function chunked(cmd, key, list)\n"
@@ -100,11 +99,11 @@ struct redisq_script script_ledger = {"ledger",
     "  return out\n"
     "end\n"
     "local fields = {}\n"
-    "for i = 1, #ARGV, 3 do fields[#fields + 1] = ARGV[i] end\n"
+    "for i = 1, #ARGV, 4 do fields[#fields + 1] = ARGV[i] end\n"
     "local olds = chunked('HMGET', KEYS[2], fields)\n"
-    "local set, incr, applied = {}, {}, 0\n"
+    "local set, incr, zadd, zrem, applied = {}, {}, {}, {}, 0\n"
     "for k = 1, #fields do\n"
-    "  local i = (k - 1) * 3 + 1\n"
+    "  local i = (k - 1) * 4 + 1\n"
     "  local old = olds[k]\n"
     "  local olds_ = old and string.match(old, '^([a-z]+)')\n"
     "  if not (olds_ and term[olds_]) then\n"
@@ -115,18 +114,149 @@ struct redisq_script script_ledger = {"ledger",
     "    local ch = string.match(ARGV[i], '^([^:]+)')\n"
     "    local c = nil\n"
     "    if term[s] then c = 'c:' .. ch .. ':' .. s\n"
-    "    elseif s == 'retry' then c = 'c:' .. ch .. ':retries' end\n"
+    "    elseif s == 'retry' then c = 'c:' .. ch .. ':retries'\n"
+    "    elseif s == 'deferred' then c = 'c:' .. ch .. ':deferred' end\n"
     "    if c then incr[c] = (incr[c] or 0) + 1 end\n"
+    "    if not old then incr['units'] = (incr['units'] or 0) + 1 end\n"
     "    if ARGV[i + 2] == 'd' then\n"
     "      local d = 'c:' .. ch .. ':in_doubt'\n"
     "      incr[d] = (incr[d] or 0) + 1\n"
     "    end\n"
+    "    local z = ARGV[i + 3]\n"
+    "    if z == 'x' then zrem[#zrem + 1] = ARGV[i]\n"
+    "    elseif z ~= '-' then zadd[#zadd + 1] = z; zadd[#zadd + 1] = ARGV[i] end\n"
     "    applied = applied + 1\n"
+    "  elseif ARGV[i + 3] ~= '-' then\n"
+    "    zrem[#zrem + 1] = ARGV[i]\n"
     "  end\n"
     "end\n"
     "if #set > 0 then chunked('HSET', KEYS[2], set) end\n"
+    "if #zrem > 0 then chunked('ZREM', KEYS[3], zrem) end\n"
+    "if #zadd > 0 then chunked('ZADD', KEYS[3], zadd) end\n"
     "for c, n in pairs(incr) do redis.call('HINCRBY', KEYS[1], c, n) end\n"
     "return applied\n", {0}};
+
+/* page - KEYS: units hash.  ARGV: prefix, mode ("topics", "all", "ids" or
+ * "explicit"), cursor, page size, channel count n, n channel names, then
+ * the topic names ("topics") or this page's ids ("ids", "explicit").
+ * Reads the next page of the audience in a stable order: ZRANGEBYLEX over
+ * each topic's set in turn (a citizen also in an earlier topic of the job
+ * is skipped there) or over `citizens`; the cursor is "<set>|<last id>".
+ * Returns {next cursor, done (0/1), id, record (HGETALL, or empty for
+ * "explicit"), ledger values (one per channel, nil when none), id, ...}. */
+struct redisq_script script_page = {"page",
+    "local prefix, mode, cursor = ARGV[1], ARGV[2], ARGV[3]\n"
+    "local size, nch = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
+    "local rest = 6 + nch\n"
+    "local ids, out = {}, {'', 0}\n"
+    "if mode == 'topics' or mode == 'all' then\n"
+    "  local sets = {}\n"
+    "  if mode == 'all' then sets[1] = prefix .. 'citizens'\n"
+    "  else for i = rest, #ARGV do sets[#sets + 1] = prefix .. 'topic:' .. ARGV[i] end end\n"
+    "  local si, last = 1, ''\n"
+    "  if cursor ~= '' then\n"
+    "    local a, b = string.match(cursor, '^(%d+)|(.*)$')\n"
+    "    si, last = tonumber(a), b\n"
+    "  end\n"
+    "  while #ids < size and si <= #sets do\n"
+    "    local want = size - #ids\n"
+    "    local from = '-'\n"
+    "    if last ~= '' then from = '(' .. last end\n"
+    "    local got = redis.call('ZRANGEBYLEX', sets[si], from, '+', 'LIMIT', 0, want)\n"
+    "    for _, id in ipairs(got) do\n"
+    "      local dup = false\n"
+    "      for j = 1, si - 1 do\n"
+    "        if redis.call('ZSCORE', sets[j], id) then dup = true; break end\n"
+    "      end\n"
+    "      if not dup then ids[#ids + 1] = id end\n"
+    "      last = id\n"
+    "    end\n"
+    "    if #got < want then si, last = si + 1, '' end\n"
+    "  end\n"
+    "  out[1] = si .. '|' .. last\n"
+    "  if si > #sets then out[2] = 1 end\n"
+    "else\n"
+    "  for i = rest, #ARGV do ids[#ids + 1] = ARGV[i] end\n"
+    "end\n"
+    "for _, id in ipairs(ids) do\n"
+    "  local fields = {}\n"
+    "  for c = 1, nch do fields[c] = ARGV[5 + c] .. ':' .. id end\n"
+    "  out[#out + 1] = id\n"
+    "  if mode == 'explicit' then out[#out + 1] = {}\n"
+    "  else out[#out + 1] = redis.call('HGETALL', prefix .. 'citizen:' .. id) end\n"
+    "  out[#out + 1] = redis.call('HMGET', KEYS[1], unpack(fields))\n"
+    "end\n"
+    "return out\n", {0}};
+
+/* admit - KEYS: contacts:bounced.  ARGV: job id, daily cap, cap key
+ * prefix ("<P>cap:"), cap key lifetime, then quadruples per recipient:
+ * id, bounce field of its e-mail unit or "-", local day for the cap or
+ * "-", "1" if it has other units to deliver or "0".  A recipient with a
+ * unit left after the bounce check takes one place of its day's cap
+ * (idempotent: the job id is kept in the field).  Returns per recipient
+ * 1 (bounced) + 2 (over the cap). */
+struct redisq_script script_admit = {"admit",
+    "local res = {}\n"
+    "local cap = tonumber(ARGV[2])\n"
+    "for i = 5, #ARGV, 4 do\n"
+    "  local id, bf, day, other = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]\n"
+    "  local r = 0\n"
+    "  if bf ~= '-' and redis.call('HEXISTS', KEYS[1], bf) == 1 then r = 1 end\n"
+    "  if day ~= '-' and (other == '1' or (bf ~= '-' and r == 0)) then\n"
+    "    local key = ARGV[3] .. day\n"
+    "    local v = redis.call('HGET', key, id)\n"
+    "    local n, found = 0, false\n"
+    "    if v then\n"
+    "      for j in string.gmatch(v, '[^,]+') do\n"
+    "        n = n + 1\n"
+    "        if j == ARGV[1] then found = true end\n"
+    "      end\n"
+    "    end\n"
+    "    if not found then\n"
+    "      if n >= cap then r = r + 2\n"
+    "      else\n"
+    "        if v then v = v .. ',' .. ARGV[1] else v = ARGV[1] end\n"
+    "        redis.call('HSET', key, id, v)\n"
+    "        redis.call('EXPIRE', key, ARGV[4])\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  res[#res + 1] = r\n"
+    "end\n"
+    "return res\n", {0}};
+
+/* take - KEYS: later set, units hash.  ARGV: now, lease until, limit,
+ * citizen key prefix ("<P>citizen:", or "" for explicit recipients).
+ * Takes the units due by now: each gets the lease as its new due time (so
+ * a crash before it is final brings it back then) and is returned with
+ * its ledger value and, for citizens, the record.  Members already final
+ * (or erased) are dropped.  Returns {members left (leased ones included),
+ * earliest due or "", member, value, record, ...}. */
+struct redisq_script script_take = {"take",
+    "local term = {sent=true, failed=true, suppressed=true, expired=true}\n"
+    "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0,\n"
+    "  tonumber(ARGV[3]))\n"
+    "local out = {0, ''}\n"
+    "for _, m in ipairs(due) do\n"
+    "  local v = redis.call('HGET', KEYS[2], m)\n"
+    "  local st = v and string.match(v, '^([a-z]+)')\n"
+    "  if not v or term[st] then\n"
+    "    redis.call('ZREM', KEYS[1], m)\n"
+    "  else\n"
+    "    redis.call('ZADD', KEYS[1], ARGV[2], m)\n"
+    "    local h = {}\n"
+    "    if ARGV[4] ~= '' then\n"
+    "      h = redis.call('HGETALL', ARGV[4] .. string.match(m, '^[^:]+:(.*)$'))\n"
+    "    end\n"
+    "    out[#out + 1] = m\n"
+    "    out[#out + 1] = v\n"
+    "    out[#out + 1] = h\n"
+    "  end\n"
+    "end\n"
+    "out[1] = redis.call('ZCARD', KEYS[1])\n"
+    "local nx = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
+    "if nx[2] then out[2] = nx[2] end\n"
+    "return out\n", {0}};
 
 /* finish - KEYS: job hash, units hash, lane stream, events.  ARGV: group,
  * entry, ts, retention seconds, events maxlen, job id.  Every unit is
@@ -190,6 +320,9 @@ void scripts_register(struct redisq *q)
     redisq_add_script(q, &script_reject);
     redisq_add_script(q, &script_begin);
     redisq_add_script(q, &script_ledger);
+    redisq_add_script(q, &script_page);
+    redisq_add_script(q, &script_admit);
+    redisq_add_script(q, &script_take);
     redisq_add_script(q, &script_finish);
     redisq_add_script(q, &script_heartbeat);
     redisq_add_script(q, &script_trim);

@@ -1,8 +1,10 @@
 /*
  * scripts - the Lua scripts that make herold's Redis state transitions
  * atomic.  Each one is documented where it is defined (scripts.c) with its
- * KEYS and ARGV; every key a script touches is passed in KEYS so that a
- * Redis Cluster can check slots (use a "{herold}:" prefix there).
+ * KEYS and ARGV.  The fixed keys a script touches are passed in KEYS; the
+ * audience scripts (page, admit, take) also build citizen, topic and cap
+ * keys from the prefix, so on a Redis Cluster the prefix must carry a
+ * hash tag ("{herold}:") that puts every herold key in one slot.
  *
  * The scripts never build commands from job data: payloads and reasons are
  * only ever stored as values.
@@ -16,6 +18,9 @@ extern struct redisq_script script_enqueue;   /* herold enqueue: dedupe + XADD *
 extern struct redisq_script script_reject;    /* invalid job -> rejected, ack */
 extern struct redisq_script script_begin;     /* duplicate / poison / start */
 extern struct redisq_script script_ledger;    /* compare-and-set unit states */
+extern struct redisq_script script_page;      /* next page of an audience */
+extern struct redisq_script script_admit;     /* bounce list + daily cap */
+extern struct redisq_script script_take;      /* units due from the later set */
 extern struct redisq_script script_finish;    /* all units final -> ack, delete */
 extern struct redisq_script script_heartbeat; /* renew the lease on our entries */
 extern struct redisq_script script_trim;      /* XTRIM MINID below the PEL */

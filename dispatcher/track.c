@@ -15,7 +15,7 @@
 #include <string.h>
 
 const char *const track_lane_names[LANE_COUNT] = {"urgent", "normal", "bulk"};
-const char *const track_state_names[] = {"accepted", "sending", "retry", "sent",
+const char *const track_state_names[] = {"accepted", "sending", "retry", "deferred", "sent",
                                          "failed", "suppressed", "expired"};
 
 int track_lane_from_name(const char *name)
@@ -41,6 +41,12 @@ const char *track_key_lane(char *buf, const char *prefix, enum track_lane lane)
 const char *track_key_job(char *buf, const char *prefix, const char *job_id)
 {
     snprintf(buf, TRACK_KEY_MAX, "%sjob:%s", prefix, job_id);
+    return buf;
+}
+
+const char *track_key_later(char *buf, const char *prefix, const char *job_id)
+{
+    snprintf(buf, TRACK_KEY_MAX, "%sjob:%s:later", prefix, job_id);
     return buf;
 }
 

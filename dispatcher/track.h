@@ -27,12 +27,15 @@ const char *track_key_lane(char *buf, const char *prefix, enum track_lane lane);
 const char *track_key_job(char *buf, const char *prefix, const char *job_id);
 const char *track_key_units(char *buf, const char *prefix, const char *job_id);
 const char *track_key(char *buf, const char *prefix, const char *name);
+/* "<prefix>job:<id>:later": units waiting for a time (retry, quiet hours) */
+const char *track_key_later(char *buf, const char *prefix, const char *job_id);
 
 /* Unit states as stored in the ledger. */
 enum unit_state {
     UNIT_NONE = 0,      /* no field yet: accepted */
     UNIT_SENDING,
     UNIT_RETRY,
+    UNIT_DEFERRED,      /* waiting for the end of the citizen's quiet hours */
     UNIT_SENT,
     UNIT_FAILED,
     UNIT_SUPPRESSED,
