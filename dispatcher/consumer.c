@@ -899,9 +899,19 @@ void consumer_set_templates(struct consumer *c, const struct msgset *set)
     c->templates = set;
 }
 
+/* consumer_render - a template job in a citizen's language, with the
+ * message set in use now. */
+static int consumer_render(void *arg, struct job *copy, const char *lang, struct herr *err)
+{
+    struct consumer *c = arg;
+
+    return msgset_apply(c->templates, &c->msg_opts, copy, lang, err);
+}
+
 void consumer_attach(struct consumer *c, struct fanout *f)
 {
     c->fanout = f;
+    fanout_set_render(f, consumer_render, c);
 }
 
 void consumer_stop(struct consumer *c)

@@ -113,6 +113,7 @@ struct job_run {
     struct page *lpages;           /* pages taken from the later set */
     size_t nlpages;
     double later_due;              /* wall time of the next take; HUGE_VAL none */
+    double hold_until;             /* a page read or admission failed: wait (ev_now) */
     long later_left;               /* members of the later set at the last take; -1 unknown */
     unsigned long later_writes, later_writes_seen;
     struct batch *open;            /* being filled */
@@ -261,7 +262,19 @@ static bool fanout_run_idle(const struct job_run *jr)
 /* fanout_maybe_end - report the run's end once nothing is outstanding. */
 static void fanout_maybe_end(struct job_run *jr)
 {
-    if (jr->ended || !fanout_run_idle(jr))
+    if (jr->ended)
+        return;
+    if (jr->abandoned && jr->busy_count == 0 && !jr->open && !jr->pending && !jr->loading &&
+        !jr->taking) {
+        /* what was not started stays in Redis for the new owner */
+        for (struct page *pg; (pg = jr->pages) != NULL; page_free(pg))
+            jr->pages = pg->next;
+        for (struct page *pg; (pg = jr->lpages) != NULL; page_free(pg))
+            jr->lpages = pg->next;
+        jr->tail = NULL;
+        jr->npages = jr->nlpages = 0;
+    }
+    if (!fanout_run_idle(jr))
         return;
     if (jr->abandoned) {
         jr->ended = true;
@@ -441,7 +454,7 @@ static void fanout_record(struct page *pg, uint32_t u, enum unit_state st,
     it->flag[1] = '\0';
     if (act == ACT_LATER)
         snprintf(it->zop, sizeof it->zop, "%.3f", due);
-    else if (act == ACT_FINAL && (un->from_later || un->doubt || doubt))
+    else if (act == ACT_FINAL && (un->from_later || doubt))
         snprintf(it->zop, sizeof it->zop, "x");
     else
         snprintf(it->zop, sizeof it->zop, "-");
@@ -533,9 +546,10 @@ static const struct job *fanout_variant(struct job_run *jr, const char *lang)
     v = &jr->var[jr->nvar++];
     snprintf(v->lang, sizeof v->lang, "%s", lang);
     v->job = *j;
+    v->job.lang = v->lang;      /* the citizen's language first, then the defaults */
     memset(v->job.parts, 0, sizeof v->job.parts);
     v->job.render_lang[0] = '\0';
-    v->ok = f->render(f->render_arg, &v->job, lang, &err) == 0;
+    v->ok = f->render(f->render_arg, &v->job, NULL, &err) == 0;
     if (!v->ok) {
         for (int p = 0; p < JOB_PARTS; p++) {
             herold_free(v->job.parts[p]);
@@ -584,9 +598,10 @@ static void fanout_on_done(void *arg, const struct delivery_result *res)
             jr->job->id, ch, r->id, attempt, res->provider_code,
             res->in_doubt ? "yes" : "no", (long)(delay * 1000),
             log_quote(res->reason, qb, sizeof qb));
-        un->doubt = res->in_doubt;
+        /* an attempt without an answer is counted in doubt now; the
+         * resend (from the later set) carries the same idempotency key */
         fanout_record(pg, u, UNIT_RETRY, ACT_LATER, res->provider_code, res->reason,
-                      clock_wall() + delay, false);
+                      clock_wall() + delay, res->in_doubt);
         return;
     }
     if (jr->abandoned && res->status == DELIVERY_TRANSIENT) {
@@ -833,9 +848,9 @@ static struct unit *fanout_add_unit(struct page *pg, uint32_t rc, size_t ch)
 }
 
 /* fanout_unit_from_ledger - set up un from its ledger value (v, n: NULL
- * when none).  Returns false when the unit needs nothing (final or parked
- * in the later set, owned by it). */
-static bool fanout_unit_from_ledger(struct unit *un, const char *v, size_t n)
+ * when none).  Returns false when the unit needs nothing: final, or (for
+ * a main page, taken is false) parked in the later set, which owns it. */
+static bool fanout_unit_from_ledger(struct unit *un, const char *v, size_t n, bool taken)
 {
     enum unit_state st;
     int att;
@@ -844,11 +859,12 @@ static bool fanout_unit_from_ledger(struct unit *un, const char *v, size_t n)
         return true;
     if (track_unit_parse(v, n, &st, &att) != 0)
         return true;
-    if (track_state_terminal(st) || st == UNIT_RETRY || st == UNIT_DEFERRED)
+    if (track_state_terminal(st) || (!taken && (st == UNIT_RETRY || st == UNIT_DEFERRED)))
         return false;
     un->state = (uint8_t)st;
     un->attempts = (uint8_t)(att > 255 ? 255 : att);
     un->doubt = st == UNIT_SENDING;
+    un->from_later = st == UNIT_SENDING;   /* it may hold a lease in the later set */
     return true;
 }
 
@@ -947,12 +963,12 @@ static int fanout_build(struct page *pg, const char *id, size_t idlen,
                 v = redisq_reply_str(e, &vn);
         }
         un = fanout_add_unit(pg, rc, c);
-        if (!fanout_unit_from_ledger(un, v, vn)) {
+        if (!fanout_unit_from_ledger(un, v, vn, pg->later)) {
             pg->nu--;
             pg->open--;
             continue;
         }
-        un->from_later = pg->later;
+        un->from_later |= pg->later;
         if (res.verdict[c] == AUD_SUPPRESS) {
             un->plan = PLAN_SUPPRESS;
             un->reason = res.reason[c];
@@ -1002,8 +1018,11 @@ static void fanout_on_page(struct redisq *q, const struct redisq_reply *r, void 
         return;
     }
     if (r == NULL || redisq_reply_type(r) != REDISQ_ARRAY || redisq_reply_len(r) < 2) {
-        LOG(LOG_WARN, "fanout", "page_read_failed", "job=%s retry=yes", j->id);
-        return;   /* read again on the next pump */
+        char qb[160];
+        LOG(LOG_WARN, "fanout", "page_read_failed", "job=%s error=%s retry_in_ms=500", j->id,
+            log_quote(r ? redisq_reply_str(r, NULL) : "no reply", qb, sizeof qb));
+        jr->hold_until = ev_now(jr->f->loop) + 0.5;
+        return;   /* read again after the pause */
     }
     n = redisq_reply_len(r);
     nrc = (n - 2) / 3;
@@ -1033,7 +1052,7 @@ static void fanout_on_page(struct redisq *q, const struct redisq_reply *r, void 
                     struct unit *un = fanout_add_unit(pg, (uint32_t)(pg->nrc - 1), c);
                     if (e != NULL && redisq_reply_type(e) == REDISQ_STR)
                         v = redisq_reply_str(e, &vn);
-                    if (!fanout_unit_from_ledger(un, v, vn)) {
+                    if (!fanout_unit_from_ledger(un, v, vn, false)) {
                         pg->nu--;
                         pg->open--;
                         continue;
@@ -1143,8 +1162,11 @@ static void fanout_on_admit(struct redisq *q, const struct redisq_reply *r, void
     (void)q;
     pg->admitting = false;
     if (r == NULL || redisq_reply_type(r) != REDISQ_ARRAY) {
-        LOG(LOG_WARN, "fanout", "admit_failed", "job=%s retry=yes", jr->job->id);
-        return;   /* the pump asks again */
+        char qb[160];
+        LOG(LOG_WARN, "fanout", "admit_failed", "job=%s error=%s retry_in_ms=500", jr->job->id,
+            log_quote(r ? redisq_reply_str(r, NULL) : "no reply", qb, sizeof qb));
+        jr->hold_until = ev_now(jr->f->loop) + 0.5;
+        return;   /* the pump asks again after the pause */
     }
     for (size_t i = 0; i < pg->nrc; i++) {
         const struct rcpt *rc = &pg->rc[i];
@@ -1381,7 +1403,7 @@ static void fanout_feed(struct job_run *jr)
     struct fanout *f = jr->f;
     size_t ahead = (size_t)f->cfg->audience.pages_ahead;
 
-    if (jr->abandoned || jr->ended || !redisq_is_up(f->rq))
+    if (jr->abandoned || jr->ended || !redisq_is_up(f->rq) || ev_now(f->loop) < jr->hold_until)
         return;
     for (struct page *pg = jr->pages; pg; pg = pg->next)
         if (!pg->ready && !pg->admitting)

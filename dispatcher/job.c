@@ -964,6 +964,8 @@ static int job_validate(struct job *j, const char *lane,
         return job_bad(err, "topic", "expected 1-%d characters of a-z 0-9 _ -",
                        JOB_TOPIC_MAX);
     j->topic = s;
+    if (j->topic == NULL && j->audience == AUD_TOPICS && j->ntopics == 1)
+        j->topic = j->topics[0];
 
     if (job_check_times(j, root, now, err) || job_check_options(j, root, err) ||
         job_check_meta(root, err))
