@@ -64,6 +64,7 @@ struct delivery {
     const char *idem_key;     /* stable per (job, recipient, channel) */
     int attempt;              /* 1 for the first try */
     const char *lang;
+    const char *topic;        /* the job's topic, or NULL */
     const char *subject;
     const char *text;
     const char *html;         /* may be NULL */

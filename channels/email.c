@@ -477,7 +477,8 @@ static int email_submit(void *state, const struct delivery *d, channel_done_fn *
         m.text = text;
         m.html = html;
     } else if (e->unsub_url != NULL) {
-        email_token(e, d->rcpt_id, "all", token, sizeof token);
+        /* the link ends this topic's messages; without one, all of them */
+        email_token(e, d->rcpt_id, d->topic ? d->topic : "all", token, sizeof token);
         unsub = email_replace(e->unsub_url, token);
         if (unsub == NULL)
             goto oom;

@@ -24,6 +24,7 @@
 #include "../channels/channel.h"
 #include "../config/config.h"
 #include "alloc.h"
+#include "cli_citizen.h"
 #include "clock.h"
 #include "job.h"
 #include "log.h"
@@ -47,7 +48,9 @@ static void cli_usage(FILE *out)
             "       herold [-c CONFIG] templates          list the message set\n"
             "       herold [-c CONFIG] render TEMPLATE|--file PATH|--string TEXT\n"
             "              [--data FILE|-] [--lang LANG] [--channel email|sms|push|social|all]\n"
-            "              [--part PART] [--json]   preview a message with its lengths\n"
+            "              [--part PART] [--json]   preview a message with its lengths\n");
+    cli_citizen_usage(out);
+    fprintf(out,
             "CONFIG defaults to $HEROLD_CONFIG, then " CLI_DEFAULT_CONFIG
             ", then built-in defaults (Redis on 127.0.0.1:6379).\n");
 }
@@ -587,6 +590,8 @@ int main(int argc, char **argv)
         rc = cli_render(cfg, argc - i - 1, argv + i + 1);
     } else if (strcmp(argv[i], "templates") == 0 && i + 1 == argc) {
         rc = cli_templates(cfg);
+    } else if (cli_citizen_handles(argv[i])) {
+        rc = cli_citizen_main(cfg, argc - i, argv + i);
     } else if (strcmp(argv[i], "pseudonym") == 0 && i + 2 == argc) {
         char p[16];
         if (cfg->log.pseudonym_key == NULL)

@@ -309,8 +309,15 @@ static void fanout_batch_confirmed(struct batch *b)
             un->state = UNIT_SENDING;
             fanout_submit(it->pg, it->unit);
             break;
-        case ACT_LATER:
+        case ACT_LATER: {
+            /* Set the next take from the confirmation: replies come in
+             * command order, so a take that ran before this write was
+             * answered before it, and one after it sees the member. */
+            double due = strtod(it->zop, NULL);
             jr->later_writes++;
+            if (due < jr->later_due)
+                jr->later_due = due;
+        }
             /* fall through */
         case ACT_FINAL:
             un->state = (uint8_t)st;
@@ -672,6 +679,7 @@ static void fanout_submit(struct page *pg, uint32_t u)
     dc->d.idem_key = dc->idem;
     dc->d.attempt = un->attempts;
     dc->d.lang = j->render_lang[0] ? j->render_lang : j->lang;   /* what was rendered */
+    dc->d.topic = j->topic;
     dc->d.subject = j->subject;
     dc->d.text = j->text;
     dc->d.html = j->html;

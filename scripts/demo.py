@@ -3,9 +3,12 @@
 
 Starts a private redis-server and the webhook mock (the app backend of
 the city) in a temporary directory, writes a configuration, starts
-heroldd, and sends two jobs through it: the waste collection dates for
-December (an announcement, normal lane) and a storm warning (an alert,
-urgent lane).  A third, invalid job shows how herold refuses work.
+heroldd, registers a few citizens with `herold citizen add` (their topics,
+channel choices and consent), and sends two jobs through it: the waste
+collection dates for December to the subscribers of the topic "abfall"
+(an announcement, normal lane) and a storm warning to everyone (an alert,
+urgent lane, rendered in each citizen's language).  A third, invalid job
+shows how herold refuses work.
 Prints what happened, stops everything, and exits 0 only if all of it
 worked.  Leaves no process behind.
 """
@@ -30,8 +33,19 @@ from mockhttp import MockHTTP     # noqa: E402
 from resp import pairs            # noqa: E402
 
 PREFIX = "musterstadt:"
-HOUSEHOLDS = ["haushalt-10017", "haushalt-10018", "haushalt-10231",
-              "haushalt-10232", "haushalt-10540"]
+# (id, herold citizen add options, gets the announcement, gets the alert)
+CITIZENS = [
+    ("haushalt-10017", ["--topic", "abfall=webhook", "--consent", "webhook:letter:2026-01"],
+     True, True),
+    ("haushalt-10018", ["--topic", "abfall=webhook", "--topic", "kultur=webhook",
+                        "--consent", "webhook:counter:2026-01"], True, True),
+    ("haushalt-10231", ["--lang", "en", "--topic", "abfall=webhook",
+                        "--consent", "webhook:form:2026-01"], True, True),
+    ("haushalt-10232", ["--lang", "de-x-ls", "--topic", "kultur=webhook",
+                        "--consent", "webhook:letter:2026-01"], False, True),
+    # subscribed, but never gave consent for the app channel: suppressed
+    ("haushalt-10540", ["--topic", "abfall=webhook"], False, False),
+]
 
 
 class DemoFailed(Exception):
@@ -76,7 +90,7 @@ def jobs(tag):
     announcement = {
         "v": 1, "id": "abfuhr-2026-12-01-%s" % tag, "kind": "announcement",
         "channels": ["webhook"], "topic": "abfall", "lang": "de",
-        "audience": {"recipients": [{"id": h} for h in HOUSEHOLDS]},
+        "audience": {"topic": "abfall"},
         "subject": "Abfuhrtermine Dezember",
         "text": ("Liebe Bürgerinnen und Bürger,\n\n"
                  "die Abfuhrtermine im Dezember:\n"
@@ -89,18 +103,19 @@ def jobs(tag):
                  "bis 6 Uhr an den Straßenrand.\n\n"
                  "Ihre Stadtverwaltung Musterstadt"),
     }
-    # the alert is written once as a template and rendered per channel
+    # the alert is written once as a template, rendered per channel and in
+    # each citizen's language (no "lang" in the job)
     alert = {
         "v": 1, "id": "unwetter-2026-12-01-%s" % tag, "kind": "alert",
-        "channels": ["webhook"], "topic": "unwetter", "lang": "de",
-        "audience": {"recipients": [{"id": h} for h in HOUSEHOLDS]},
+        "channels": ["webhook"],
+        "audience": {"all": True},
         "template": "unwetterwarnung", "data": example("unwetterwarnung"),
     }
     # invalid on purpose: no subject, and a kind herold does not know
     invalid = {
         "v": 1, "id": "werbung-2026-12-01-%s" % tag, "kind": "werbung",
         "channels": ["webhook"],
-        "audience": {"recipients": [{"id": "haushalt-10017"}]},
+        "audience": {"citizens": ["haushalt-10017"]},
         "text": "Besuchen Sie den Weihnachtsmarkt!",
     }
     return announcement, alert, invalid
@@ -133,6 +148,17 @@ def run(tmp):
     say("  Stadt-App    %s (mock webhook receiver, checks signatures)" % mock.url)
     daemon.start(timeout=30)
     say("  heroldd      pid %d, ready" % daemon.pid)
+    say()
+
+    say("  Citizens (herold citizen add): their topics, channels and consent")
+    for cid, opts, _, _ in CITIZENS:
+        rc, out, err = cli.run("citizen", "add", cid, *opts)
+        if rc != 0:
+            raise DemoFailed("herold citizen add %s: rc=%d %s" % (cid, rc, err.strip()))
+        say("  $ herold citizen add %s %s" % (cid, " ".join(opts)))
+    rc, out, err = cli.run("topic", "show", "abfall")
+    say("  $ herold topic show abfall")
+    say(indent(out))
     say()
 
     announcement, alert, invalid = jobs(suffix())
@@ -174,13 +200,18 @@ def run(tmp):
     say()
 
     records = mock.records()
-    expected = H.units(announcement, alert)
+    expected = {(announcement["id"], cid) for cid, _, a, _ in CITIZENS if a} | \
+               {(alert["id"], cid) for cid, _, _, b in CITIZENS if b}
     res = H.check(expected, records, list(statuses.values()))
     good = sum(1 for r in records if r.get("sig_ok"))
     say("  Stadt-App received %d webhook%s, signatures verified: %s (%d of %d)"
         % (len(records), "" if len(records) == 1 else "s",
            "yes" if records and good == len(records) else "NO", good, len(records)))
-    say("  every household reached once: %s (lost %d, duplicates %d)"
+    langs = sorted({(r.get("recipient"), r.get("lang")) for r in records
+                    if r.get("job") == alert["id"]})
+    say("  the alert in each citizen's language: %s"
+        % ", ".join("%s=%s" % x for x in langs))
+    say("  every subscribed, consenting household reached once: %s (lost %d, duplicates %d)"
         % ("yes" if not res.lost and not res.dup_by_unit else "NO", len(res.lost),
            res.dup_by_unit))
     alert_lane = statuses[alert["id"]].get("lane")
@@ -189,11 +220,11 @@ def run(tmp):
     say()
 
     problems = []
-    for job in (announcement, alert):
+    for job, col in ((announcement, 2), (alert, 3)):
         st = statuses[job["id"]]
-        if H.count(st, "sent") != len(job["audience"]["recipients"]):
-            problems.append("%s: %d of %d sent" % (job["id"], H.count(st, "sent"),
-                                                   len(job["audience"]["recipients"])))
+        want = sum(1 for c in CITIZENS if c[col])
+        if H.count(st, "sent") != want:
+            problems.append("%s: %d of %d sent" % (job["id"], H.count(st, "sent"), want))
     if len(records) != len(expected) or good != len(records):
         problems.append("the mock received %d requests (%d signed correctly), expected %d"
                         % (len(records), good, len(expected)))
