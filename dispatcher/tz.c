@@ -831,7 +831,7 @@ int quiet_parse(const char *s, struct quiet *q)
 
 time_t quiet_until(const struct quiet *q, const struct tz *z, time_t t)
 {
-    int64_t local, day, minute, end, seg, next, x;
+    int64_t local, day, minute, end, seg, next = 0, x;
     int i;
 
     /* Beyond a billion years either way, day arithmetic could overflow. */
@@ -857,7 +857,8 @@ time_t quiet_until(const struct quiet *q, const struct tz *z, time_t t)
      * runs with real time, so it reaches `end` at end - offset, unless the
      * stretch is over first.  A stretch that begins already past `end`
      * begins right after a gap (spring forward): its first instant is the
-     * answer.  In a repeated hour (fall back) the first pass counts.
+     * answer.  In a repeated hour (fall back) the first pass after t
+     * counts.
      */
     seg = (int64_t)t;
     for (i = 0; i < 16; i++) {

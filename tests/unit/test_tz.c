@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -659,6 +660,37 @@ static void test_until_table(void **state)
     }
 }
 
+/* ---- threads ------------------------------------------------------------ */
+
+#define THREADS 8
+
+/* get_paris - a thread asking for a zone nobody has loaded yet. */
+static void *get_paris(void *arg)
+{
+    struct herr err;
+
+    *(const struct tz **)arg = tz_get("Europe/Paris", &err);
+    return NULL;
+}
+
+/* Threads racing to load one zone all get the same, single copy. */
+static void test_threads(void **state)
+{
+    pthread_t th[THREADS];
+    const struct tz *got[THREADS];
+    int i;
+
+    (void)state;
+    for (i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, get_paris, &got[i]), 0);
+    for (i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    assert_ptr_equal(must_get("Europe/Paris"), got[0]);
+    for (i = 1; i < THREADS; i++)
+        assert_ptr_equal(got[i], got[0]);
+    assert_int_equal(tz_offset(got[0], utc(2026, 7, 1, 0, 0, 0)), 2 * H);
+}
+
 /* ---- the cache bound (last: it fills the cache) --------------------------- */
 
 /* At most 256 distinct zones: the next new one is refused with
@@ -716,6 +748,7 @@ int main(void)
         cmocka_unit_test(test_alloc_failure),
         cmocka_unit_test(test_parse_table),
         cmocka_unit_test(test_until_table),
+        cmocka_unit_test(test_threads),
         cmocka_unit_test(test_cache_bound),
     };
 
