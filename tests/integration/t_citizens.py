@@ -381,7 +381,15 @@ def citizen_optin_delivered(ctx):
     email = _cz_email(8)
     cli.ok("citizen", "add", "d.1", "--email", email, "--topic", "abfall=email",
            "--topic", "baustellen=email", "--consent", "email:form:2026-01")
-    job = _cz_optin_jobs(r, ctx.prefix)[0]
+    # heroldd may have finished the job (and deleted its payload) already:
+    # the events stream keeps its id
+    def optin_id():
+        for _, f in H.stream(r, ctx.prefix + "events"):
+            if (f.get("job") or "").startswith("optin-"):
+                return f["job"]
+        jobs = _cz_optin_jobs(r, ctx.prefix)
+        return jobs[0]["id"] if jobs else None
+    job = {"id": procs.wait_until(optin_id, 30, "the opt-in job to be queued")}
     cli.wait_state(job["id"], daemons=[d])
     msgs = sink.messages()
     ctx.expect(len(msgs) == 1, "sink got %d messages" % len(msgs))
