@@ -2,12 +2,15 @@
  * fanout - per-job delivery of units to channels, with the ledger writes
  * around each provider call (see fanout.h for the state machine).
  *
- * Owns the job runs, their per-unit state arrays, retry heaps and ledger
- * batches, and the per-delivery contexts handed to channels.  Memory per
- * run is the parsed job (its JSON tree, about 0.3 KB per recipient,
- * bounded by jobs.max_bytes) plus four bytes per unit, plus at most
- * delivery.window delivery contexts in total.  Never blocks the loop; never logs contact points (recipient ids
- * and pseudonyms only).
+ * Owns the job runs, their pages (recipients and units being resolved or
+ * delivered), ledger batches, and the per-delivery contexts handed to
+ * channels.  Memory per run is the parsed job (bounded by jobs.max_bytes;
+ * for an explicit list, its JSON tree of about 0.3 KB per recipient and a
+ * 4-byte index entry per recipient) plus at most audience.pages_ahead main
+ * pages and as many pages taken from the later set, each of audience.page
+ * recipients; plus at most delivery.window delivery contexts in total.
+ * Never blocks the loop; never logs contact points (recipient ids and
+ * pseudonyms only).
  */
 #include "fanout.h"
 
@@ -230,10 +233,9 @@ static void page_free(struct page *pg)
     herold_free(pg);
 }
 
-/* page_settle - unit u of pg reached a final or parked state. */
-static void page_settle(struct page *pg, uint32_t u)
+/* page_settle - one unit of pg reached a final or parked state. */
+static void page_settle(struct page *pg)
 {
-    (void)u;
     if (pg->open > 0)
         pg->open--;
 }
@@ -323,7 +325,7 @@ static void fanout_batch_confirmed(struct batch *b)
             un->state = (uint8_t)st;
             un->busy = 0;
             jr->busy_count--;
-            page_settle(it->pg, it->unit);
+            page_settle(it->pg);
             break;
         }
     }
@@ -485,7 +487,7 @@ oom:
     jr->abandoned = true;
 }
 
-/* fanout_settle_now - record a decision that needs no provider call. */
+/* fanout_decide - record a decision that needs no provider call. */
 static void fanout_decide(struct page *pg, uint32_t u, enum unit_state st, const char *reason,
                           double due)
 {
@@ -767,7 +769,7 @@ static size_t fanout_kv(const struct redisq_reply *h, struct aud_kv *kv, size_t 
     return k;
 }
 
-/* fanout_dup - a counted string into the recipient's buffer at *pos. */
+/* fanout_put - a counted string into the recipient's buffer at *pos. */
 static const char *fanout_put(char **pos, const char *s, size_t n)
 {
     char *at = *pos;

@@ -40,7 +40,9 @@ struct redisq_script script_reject = {"reject",
  * Returns {"gone"} when the entry is no longer pending for this consumer,
  * {"dup", entry} when the job id was accepted from another entry (this one
  * is acked and deleted), {"dead", deliveries} when it was delivered more
- * than max times (moved to the dead stream), else {"run", cursor}:
+ * than max times since it last made progress (moved to the dead stream;
+ * progress is a change of the ledger size, the counters or the cursor, so
+ * a long fan-out that survives several crashes is not a poison job), else {"run", cursor}:
  * the fan-out's checkpoint (field `cursor`, "" when none) to resume from. */
 struct redisq_script script_begin = {"begin",
     "local p = redis.call('XPENDING', KEYS[3], ARGV[1], ARGV[2], ARGV[2], 1)\n"
@@ -54,8 +56,24 @@ struct redisq_script script_begin = {"begin",
     "    'event', 'duplicate', 'job', ARGV[10], 'entry', ARGV[2], 'original', cur)\n"
     "  return {'dup', cur}\n"
     "end\n"
-    "if deliveries > tonumber(ARGV[6]) then\n"
-    "  local reason = 'delivered ' .. deliveries .. ' times without finishing (poison job)'\n"
+    "local prog, units, cursor = 0, '0', ''\n"
+    "local rec = redis.call('HGETALL', KEYS[1])\n"
+    "local pmark, pat = nil, 0\n"
+    "for i = 1, #rec, 2 do\n"
+    "  local k = rec[i]\n"
+    "  if string.sub(k, 1, 2) == 'c:' then prog = prog + tonumber(rec[i + 1])\n"
+    "  elseif k == 'units' then units = rec[i + 1]\n"
+    "  elseif k == 'cursor' then cursor = rec[i + 1]\n"
+    "  elseif k == 'progress' then pmark = rec[i + 1]\n"
+    "  elseif k == 'progress_at' then pat = tonumber(rec[i + 1]) end\n"
+    "end\n"
+    "local mark = units .. '|' .. prog .. '|' .. cursor\n"
+    "if mark ~= pmark then\n"
+    "  pat = deliveries - 1\n"
+    "  redis.call('HSET', KEYS[1], 'progress', mark, 'progress_at', pat)\n"
+    "end\n"
+    "if deliveries - pat > tonumber(ARGV[6]) then\n"
+    "  local reason = 'delivered ' .. deliveries .. ' times without progress (poison job)'\n"
     "  redis.call('XADD', KEYS[4], '*', 'payload', ARGV[9], 'reason', reason,\n"
     "    'lane', ARGV[3], 'entry', ARGV[2], 'deliveries', deliveries, 'ts', ARGV[4])\n"
     "  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])\n"
