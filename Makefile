@@ -5,7 +5,7 @@
 #                   then a short libFuzzer run of each fuzz target
 #   make demo       private Redis + mock provider + heroldd: a preview, an
 #                   announcement, an alert and a rejected job, then a report
-#   make bench      the webhook and e-mail throughput benchmarks (bench/)
+#   make bench      the webhook, e-mail and audience fan-out benchmarks (bench/)
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make valgrind   unit tests, then heroldd in integration tests, under valgrind
 #   make clean
@@ -60,7 +60,7 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .PHONY: all deps test test-unit test-integration test-plain test-asan \
-        demo bench install clean valgrind fuzz
+        demo bench bench-audience install clean valgrind fuzz
 
 all: deps-check $(BIN)/heroldd $(BIN)/herold
 
@@ -141,7 +141,12 @@ demo: all
 
 bench: all
 	@sh scripts/deps.sh --bench
-	$(PYTHON) bench/webhook_bench.py && $(PYTHON) bench/email_bench.py
+	$(PYTHON) bench/webhook_bench.py && $(PYTHON) bench/email_bench.py && \
+	  $(PYTHON) bench/audience_bench.py
+
+bench-audience: all
+	@sh scripts/deps.sh --bench
+	$(PYTHON) bench/audience_bench.py
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/herold

@@ -40,7 +40,8 @@ import sys
 import tempfile
 import time
 
-from benchlib import PREFIX, DaemonRun, H, proc_cpu_s, proc_status_kb, procs
+from benchlib import (PREFIX, DaemonRun, H, proc_cpu_s, proc_status_kb, procs, redis_cmdstats,
+                      redis_cpu_s)
 from webhook_bench import NGINX, Nginx
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
@@ -110,15 +111,26 @@ class Run(DaemonRun):
         key = PREFIX + "job:" + jid
         req0 = self.nginx.requests()
         cpu0 = proc_cpu_s(self.daemon.pid)
+        rcpu0 = redis_cpu_s(poll)[0]
+        cmd0 = redis_cmdstats(poll)
+        usec0 = redis_cmdstats(poll, "usec")
         t0 = time.monotonic()
         self.enqueue([(jid, encode(job_doc(jid)))])
         self.wait_done(poll, [key], t0, self.args.timeout, interval=0.005)
         wall = time.monotonic() - t0
         cpu = proc_cpu_s(self.daemon.pid) - cpu0
+        rcpu = redis_cpu_s(poll)[0] - rcpu0
+        cmd1 = redis_cmdstats(poll)
+        usec1 = redis_cmdstats(poll, "usec")
+        n = self.n
+        top = sorted(((usec1[k] - usec0.get(k, 0)) / n, k) for k in usec1)[-4:]
         requests = self.nginx.requests() - req0 - 1     # minus the second stub_status query
         rec = poll.call("HGETALL", key)
         rec = {rec[i]: rec[i + 1] for i in range(0, len(rec), 2)}
         return {"wall": wall, "cpu": cpu, "requests": requests, "record": rec,
+                "redis_us": rcpu * 1e6 / n,
+                "redis_cmds": (sum(cmd1.values()) - sum(cmd0.values())) / float(n),
+                "redis_top": list(reversed(top)),
                 "sent": int(rec.get("c:webhook:sent", 0)),
                 "failed": int(rec.get("c:webhook:failed", 0)),
                 "suppressed": int(rec.get("c:webhook:suppressed", 0)),
@@ -208,6 +220,10 @@ def print_table(results):
               "CPU %.1f us/delivery, %.1f us/suppressed unit; in doubt %d; warnings logged %d"
               % (mb(r["hwm_idle_kb"]), mb(r["hwm1_kb"]), mb(r["hwm_kb"]), r["heroldd_us"],
                  r["expand_us"], r["deliver"]["in_doubt"], r["warnings"]))
+        for label, x in (("delivery", r["deliver"]), ("expansion", r["expand"])):
+            print("    Redis during %s: %.1f us CPU and %.1f commands per citizen; command time "
+                  "per citizen: %s" % (label, x["redis_us"], x["redis_cmds"], ", ".join(
+                      "%s %.2f us" % (k, v) for v, k in x["redis_top"])))
         print("    citizens loaded in %.1f s (%.0f/s, redis-cli --pipe); consent rewrite %.1f s"
               % (r["load_s"], r["n"] / r["load_s"], r["rewrite_s"]))
     big = max(results, key=lambda r: r["n"]) if results else None
