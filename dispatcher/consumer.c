@@ -177,8 +177,10 @@ static void consumer_on_begin(struct redisq *q, const struct redisq_reply *r, vo
             LOG(LOG_WARN, "consumer", "faultpoint", "point=crash_on_job job=%s", a->job_id);
             abort();
         }
+        const struct redisq_reply *units = redisq_reply_elem(r, 2);
         a->jr = fanout_add(c->fanout, job, a->lane, a->entry,
-                           redisq_reply_str(redisq_reply_elem(r, 1), NULL));
+                           redisq_reply_str(redisq_reply_elem(r, 1), NULL),
+                           units != NULL && strcmp(redisq_reply_str(units, NULL), "0") == 0);
         if (a->jr == NULL) {
             LOG(LOG_ERROR, "consumer", "job_deferred", "job=%s reason=\"out of memory\"",
                 a->job_id);

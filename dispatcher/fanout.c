@@ -106,7 +106,7 @@ struct job_run {
     char units_key[TRACK_KEY_MAX];
     char later_key[TRACK_KEY_MAX];
     struct aud_job aj;
-    const char *mode;              /* page script mode */
+    char mode[16];                 /* page script mode */
     char *cursor;                  /* where the next main page starts */
     bool exhausted;                /* no main page left to read */
     bool loading;                  /* a page read is outstanding */
@@ -1013,13 +1013,16 @@ static struct page *fanout_page_new(struct job_run *jr, size_t nrc, bool later)
     return pg;
 }
 
+static void fanout_read_page(struct job_run *jr);
+
 static void fanout_on_page(struct redisq *q, const struct redisq_reply *r, void *arg)
 {
     struct job_run *jr = arg;
     const struct job *j = jr->job;
-    struct page *pg;
-    size_t n, nrc;
-    char *next = NULL;
+    struct page *pg = NULL;
+    size_t n, nrc, start = 0;
+    char *next = NULL, buf[24];
+    bool by_index = j->audience == AUD_RECIPIENTS || j->audience == AUD_CITIZENS;
 
     (void)q;
     jr->loading = false;
@@ -1036,64 +1039,58 @@ static void fanout_on_page(struct redisq *q, const struct redisq_reply *r, void 
     }
     n = redisq_reply_len(r);
     nrc = (n - 2) / 3;
-    pg = fanout_page_new(jr, nrc, false);
-    if (pg == NULL)
-        goto oom;
-    if (j->audience == AUD_RECIPIENTS || j->audience == AUD_CITIZENS) {
-        size_t start = (size_t)strtoul(jr->cursor, NULL, 10);
-        char buf[24];
+    if (by_index) {
+        start = (size_t)strtoul(jr->cursor, NULL, 10);
         snprintf(buf, sizeof buf, "%zu", start + nrc);
         next = herold_strdup(buf);
-        if (start + nrc >= j->nrcpts)
-            jr->exhausted = true;
-        for (size_t i = 0; i < nrc; i++) {
-            size_t idlen;
-            const char *id = redisq_reply_str(redisq_reply_elem(r, 2 + 3 * i), &idlen);
-            if (j->audience == AUD_RECIPIENTS) {
-                struct rcpt *rr = &pg->rc[pg->nrc];
-                memset(rr, 0, sizeof *rr);
-                fanout_rcpt_explicit(jr, rr, &j->rcpts[start + i], true);
-                pg->nrc++;
-                for (size_t c = 0; c < jr->aj.nch; c++) {
-                    const struct redisq_reply *e =
-                        redisq_reply_elem(redisq_reply_elem(r, 4 + 3 * i), c);
-                    const char *v = NULL;
-                    size_t vn = 0;
-                    struct unit *un = fanout_add_unit(pg, (uint32_t)(pg->nrc - 1), c);
-                    if (e != NULL && redisq_reply_type(e) == REDISQ_STR)
-                        v = redisq_reply_str(e, &vn);
-                    if (!fanout_unit_from_ledger(un, v, vn, false)) {
-                        pg->nu--;
-                        pg->open--;
-                        continue;
-                    }
-                    un->plan = PLAN_SEND;
-                }
-            } else if (fanout_build(pg, id, idlen, redisq_reply_elem(r, 3 + 3 * i),
-                                    redisq_reply_elem(r, 4 + 3 * i), -1, NULL, 0) != 0) {
-                goto oom;
-            }
-        }
+        jr->exhausted = start + nrc >= j->nrcpts;
     } else {
         next = herold_strdup(redisq_reply_str(redisq_reply_elem(r, 0), NULL));
-        if (redisq_reply_int(redisq_reply_elem(r, 1)) == 1 ||
-            strcmp(redisq_reply_str(redisq_reply_elem(r, 1), NULL), "1") == 0)
-            jr->exhausted = true;
-        for (size_t i = 0; i < nrc; i++) {
-            size_t idlen;
-            const char *id = redisq_reply_str(redisq_reply_elem(r, 2 + 3 * i), &idlen);
-            if (fanout_build(pg, id, idlen, redisq_reply_elem(r, 3 + 3 * i),
-                             redisq_reply_elem(r, 4 + 3 * i), -1, NULL, 0) != 0)
-                goto oom;
-        }
+        jr->exhausted = redisq_reply_int(redisq_reply_elem(r, 1)) == 1;
     }
-    if (next == NULL)
-        goto oom;
-    pg->cursor = herold_strdup(next);
-    if (pg->cursor == NULL)
+    if (next == NULL || (pg = fanout_page_new(jr, nrc, false)) == NULL ||
+        (pg->cursor = herold_strdup(next)) == NULL)
         goto oom;
     herold_free(jr->cursor);
     jr->cursor = next;
+    next = NULL;
+    /* Ask for the next page now, so Redis reads it while this one is
+     * resolved here (the page counts against pages_ahead already). */
+    jr->npages++;
+    if (!jr->exhausted && jr->npages < (size_t)jr->f->cfg->audience.pages_ahead &&
+        redisq_is_up(jr->f->rq))
+        fanout_read_page(jr);
+    jr->npages--;
+    for (size_t i = 0; i < nrc; i++) {
+        size_t idlen;
+        const char *id = redisq_reply_str(redisq_reply_elem(r, 2 + 3 * i), &idlen);
+        const struct redisq_reply *led = redisq_reply_elem(r, 4 + 3 * i);
+        if (j->audience != AUD_RECIPIENTS) {
+            if (fanout_build(pg, id, idlen, redisq_reply_elem(r, 3 + 3 * i), led, -1, NULL,
+                             0) != 0)
+                goto oom;
+            continue;
+        }
+        /* explicit recipients: every channel, contact points from the job */
+        struct rcpt *rr = &pg->rc[pg->nrc];
+        memset(rr, 0, sizeof *rr);
+        fanout_rcpt_explicit(jr, rr, &j->rcpts[start + i], true);
+        pg->nrc++;
+        for (size_t c = 0; c < jr->aj.nch; c++) {
+            const struct redisq_reply *e = redisq_reply_elem(led, c);
+            const char *v = NULL;
+            size_t vn = 0;
+            struct unit *un = fanout_add_unit(pg, (uint32_t)(pg->nrc - 1), c);
+            if (e != NULL && redisq_reply_type(e) == REDISQ_STR)
+                v = redisq_reply_str(e, &vn);
+            if (!fanout_unit_from_ledger(un, v, vn, false)) {
+                pg->nu--;
+                pg->open--;
+                continue;
+            }
+            un->plan = PLAN_SEND;
+        }
+    }
     jr->citizens += nrc;
     jr->npages_read++;
     if (jr->tail)
@@ -1107,7 +1104,6 @@ static void fanout_on_page(struct redisq *q, const struct redisq_reply *r, void 
 oom:
     herold_free(next);
     page_free(pg);
-    jr->exhausted = false;
     LOG(LOG_ERROR, "fanout", "out_of_memory", "job=%s action=abandon_run", j->id);
     jr->abandoned = true;
 }
@@ -1612,7 +1608,7 @@ static int fanout_sort_cmp(const void *a, const void *b)
 }
 
 struct job_run *fanout_add(struct fanout *f, struct job *job, enum track_lane lane,
-                           const char *entry, const char *cursor)
+                           const char *entry, const char *cursor, bool fresh)
 {
     struct job_run *jr = herold_calloc(1, sizeof *jr), **pp;
     enum aud_contact contact[JOB_MAX_CHANNELS];
@@ -1630,11 +1626,13 @@ struct job_run *fanout_add(struct fanout *f, struct job *job, enum track_lane la
         contact[c] = fanout_contact_kind(f, job->channels[c]);
     aud_job_init(&jr->aj, job, contact);
     switch (job->audience) {
-    case AUD_RECIPIENTS: jr->mode = "explicit"; break;
-    case AUD_CITIZENS:   jr->mode = "ids"; break;
-    case AUD_TOPICS:     jr->mode = "topics"; break;
-    case AUD_ALL:        jr->mode = "all"; break;
+    case AUD_RECIPIENTS: snprintf(jr->mode, sizeof jr->mode, "explicit"); break;
+    case AUD_CITIZENS:   snprintf(jr->mode, sizeof jr->mode, "ids"); break;
+    case AUD_TOPICS:     snprintf(jr->mode, sizeof jr->mode, "topics"); break;
+    case AUD_ALL:        snprintf(jr->mode, sizeof jr->mode, "all"); break;
     }
+    if (fresh)
+        strcat(jr->mode, "+fresh");
     if ((cursor == NULL || cursor[0] == '\0') &&
         (job->audience == AUD_RECIPIENTS || job->audience == AUD_CITIZENS))
         cursor = "0";

@@ -83,11 +83,12 @@ void fanout_free(struct fanout *f);
 
 /* fanout_add - start delivering job (ownership passes to the run), read
  * from lane at stream entry `entry`, from the checkpoint cursor ("" at the
- * start) the begin script returned.  Returns the run, or NULL when memory
+ * start) the begin script returned; fresh when the job's ledger was empty
+ * then (its pages need no ledger lookups).  Returns the run, or NULL when memory
  * ran out (job is then freed; the stream entry stays pending and is
  * retried). */
 struct job_run *fanout_add(struct fanout *f, struct job *job, enum track_lane lane,
-                           const char *entry, const char *cursor);
+                           const char *entry, const char *cursor, bool fresh);
 
 /* Renders job (a copy whose parts are empty) for a citizen's language
  * lang; 0 or -1 with err.  Set by the owner of the message set. */

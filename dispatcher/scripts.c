@@ -42,8 +42,9 @@ struct redisq_script script_reject = {"reject",
  * is acked and deleted), {"dead", deliveries} when it was delivered more
  * than max times since it last made progress (moved to the dead stream;
  * progress is a change of the ledger size, the counters or the cursor, so
- * a long fan-out that survives several crashes is not a poison job), else {"run", cursor}:
- * the fan-out's checkpoint (field `cursor`, "" when none) to resume from. */
+ * a long fan-out that survives several crashes is not a poison job), else {"run", cursor, units}:
+ * the fan-out's checkpoint (field `cursor`, "" when none) to resume from,
+ * and the number of ledger fields so far ("0": a fresh start). */
 struct redisq_script script_begin = {"begin",
     "local p = redis.call('XPENDING', KEYS[3], ARGV[1], ARGV[2], ARGV[2], 1)\n"
     "if not p[1] or p[1][2] ~= ARGV[11] then return {'gone'} end\n"
@@ -96,7 +97,7 @@ struct redisq_script script_begin = {"begin",
     "end\n"
     "redis.call('HSET', KEYS[1], 'state', 'running')\n"
     "redis.call('PERSIST', KEYS[1])\n"
-    "return {'run', redis.call('HGET', KEYS[1], 'cursor') or ''}\n", {0}};
+    "return {'run', cursor, units}\n", {0}};
 
 /* ledger - KEYS: job hash, units hash, later set.  ARGV: quadruples of
  * field ("<channel>:<recipient>"), value ("state|attempts|code|reason"),
@@ -155,7 +156,8 @@ struct redisq_script script_ledger = {"ledger",
     "return applied\n", {0}};
 
 /* page - KEYS: units hash.  ARGV: prefix, mode ("topics", "all", "ids" or
- * "explicit"), cursor, page size, channel count n, n channel names, then
+ * "explicit"; with "+fresh" when the job's ledger was empty when this run
+ * began, so there is nothing to look up in it), cursor, page size, channel count n, n channel names, then
  * the topic names ("topics") or this page's ids ("ids", "explicit").
  * Reads the next page of the audience in a stable order: ZRANGEBYLEX over
  * each topic's set in turn (a citizen also in an earlier topic of the job
@@ -164,6 +166,8 @@ struct redisq_script script_ledger = {"ledger",
  * "explicit"), ledger values (one per channel, nil when none), id, ...}. */
 struct redisq_script script_page = {"page",
     "local prefix, mode, cursor = ARGV[1], ARGV[2], ARGV[3]\n"
+    "local fresh = string.sub(mode, -6) == '+fresh'\n"
+    "if fresh then mode = string.sub(mode, 1, -7) end\n"
     "local size, nch = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
     "local rest = 6 + nch\n"
     "local ids, out = {}, {'', 0}\n"
@@ -196,13 +200,19 @@ struct redisq_script script_page = {"page",
     "else\n"
     "  for i = rest, #ARGV do ids[#ids + 1] = ARGV[i] end\n"
     "end\n"
+    "local none, n = {}, #out\n"
+    "local ckey = prefix .. 'citizen:'\n"
     "for _, id in ipairs(ids) do\n"
-    "  local fields = {}\n"
-    "  for c = 1, nch do fields[c] = ARGV[5 + c] .. ':' .. id end\n"
-    "  out[#out + 1] = id\n"
-    "  if mode == 'explicit' then out[#out + 1] = {}\n"
-    "  else out[#out + 1] = redis.call('HGETALL', prefix .. 'citizen:' .. id) end\n"
-    "  out[#out + 1] = redis.call('HMGET', KEYS[1], unpack(fields))\n"
+    "  out[n + 1] = id\n"
+    "  if mode == 'explicit' then out[n + 2] = none\n"
+    "  else out[n + 2] = redis.call('HGETALL', ckey .. id) end\n"
+    "  if fresh then out[n + 3] = none\n"
+    "  else\n"
+    "    local fields = {}\n"
+    "    for c = 1, nch do fields[c] = ARGV[5 + c] .. ':' .. id end\n"
+    "    out[n + 3] = redis.call('HMGET', KEYS[1], unpack(fields))\n"
+    "  end\n"
+    "  n = n + 3\n"
     "end\n"
     "return out\n", {0}};
 
