@@ -79,9 +79,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
     } else {
         if (j1->id == NULL || j1->kind == NULL || j1->priority == NULL ||
-            j1->lang == NULL || j1->subject == NULL || j1->text == NULL ||
-            j1->nchannels < 1 || j1->nchannels > JOB_MAX_CHANNELS ||
-            j1->nrcpts < 1 || j1->rcpts == NULL || e1.kind != HERR_NONE)
+            j1->lang == NULL ||
+            (j1->template == NULL && (j1->subject == NULL || j1->text == NULL)) ||
+            (j1->template != NULL && (j1->subject != NULL || j1->text != NULL)) ||
+            j1->nchannels < 1 || j1->nchannels > JOB_MAX_CHANNELS || e1.kind != HERR_NONE)
+            abort();
+        /* every audience form names someone */
+        if ((j1->audience == AUD_RECIPIENTS || j1->audience == AUD_CITIZENS) &&
+            (j1->nrcpts < 1 || j1->rcpts == NULL))
+            abort();
+        if (j1->audience == AUD_TOPICS && (j1->ntopics < 1 || j1->ntopics > JOB_MAX_TOPICS))
+            abort();
+        if (j1->audience != AUD_RECIPIENTS && j1->audience != AUD_CITIZENS && j1->nrcpts != 0)
             abort();
         if (lane != NULL && strcmp(lane, j1->priority) != 0)
             abort();
