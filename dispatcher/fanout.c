@@ -830,14 +830,13 @@ static int fanout_rcpt_citizen(struct job_run *jr, struct rcpt *r, const char *i
 
 /* fanout_rcpt_explicit - r borrows the job's recipient (no copy needed:
  * the job outlives its pages). */
-static void fanout_rcpt_explicit(struct job_run *jr, struct rcpt *r,
-                                 const struct job_recipient *jrcpt, bool wants_email)
+static void fanout_rcpt_explicit(struct rcpt *r, const struct job_recipient *jrcpt,
+                                 bool wants_email)
 {
     r->id = jrcpt->id;
     r->email = jrcpt->email;
     r->phone = jrcpt->phone;
     r->lang = NULL;
-    (void)jr;
     if (wants_email && r->email != NULL)
         track_contact_field(r->bounce, "email", r->email);
 }
@@ -894,12 +893,38 @@ static enum aud_contact fanout_contact_kind(const struct fanout *f, const char *
     return AUD_BY_ID;
 }
 
+/* fanout_find_rcpt - the job's explicit recipient with id (idlen bytes),
+ * by binary search over jr->sorted; NULL if the job has none. */
+static const struct job_recipient *fanout_find_rcpt(const struct job_run *jr, const char *id,
+                                                    size_t idlen)
+{
+    const struct job *j = jr->job;
+    size_t lo = 0, hi = j->nrcpts;
+
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int cmp = strncmp(j->rcpts[jr->sorted[mid]].id, id, idlen);
+        if (cmp == 0 && strlen(j->rcpts[jr->sorted[mid]].id) > idlen)
+            cmp = 1;
+        if (cmp < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < j->nrcpts && strlen(j->rcpts[jr->sorted[lo]].id) == idlen &&
+        memcmp(j->rcpts[jr->sorted[lo]].id, id, idlen) == 0)
+        return &j->rcpts[jr->sorted[lo]];
+    return NULL;
+}
+
 /* fanout_build - one recipient of a page reply (record h, ledger values
  * led, one per channel; only_ch >= 0 for a unit taken from the later
- * set) into pg's recipients and units. */
+ * set) into pg's recipients and units.  For explicit recipients, known is
+ * the job's recipient when the caller has it, else it is looked up by id. */
 static int fanout_build(struct page *pg, const char *id, size_t idlen,
                         const struct redisq_reply *h, const struct redisq_reply *led,
-                        int only_ch, const char *lval, size_t llen)
+                        int only_ch, const char *lval, size_t llen,
+                        const struct job_recipient *known)
 {
     struct job_run *jr = pg->jr;
     const struct job *j = jr->job;
@@ -910,6 +935,7 @@ static int fanout_build(struct page *pg, const char *id, size_t idlen,
     struct rcpt *r = &pg->rc[rc];
     const struct job_recipient *jrcpt = NULL;
     bool wants_email = false;
+
     memset(r, 0, sizeof *r);
     if (j->audience == AUD_RECIPIENTS) {
         /* explicit recipients: every channel, no consent or choice */
@@ -917,23 +943,7 @@ static int fanout_build(struct page *pg, const char *id, size_t idlen,
         for (size_t c = 0; c < jr->aj.nch; c++)
             if (only_ch < 0 || (size_t)only_ch == c)
                 res.verdict[c] = AUD_DELIVER;
-        if (pg->later) {
-            /* find the recipient by id (binary search over the sorted index) */
-            size_t lo = 0, hi = j->nrcpts;
-            while (lo < hi) {
-                size_t mid = (lo + hi) / 2;
-                int cmp = strncmp(j->rcpts[jr->sorted[mid]].id, id, idlen);
-                if (cmp == 0 && strlen(j->rcpts[jr->sorted[mid]].id) > idlen)
-                    cmp = 1;
-                if (cmp < 0)
-                    lo = mid + 1;
-                else
-                    hi = mid;
-            }
-            if (lo < j->nrcpts && strlen(j->rcpts[jr->sorted[lo]].id) == idlen &&
-                memcmp(j->rcpts[jr->sorted[lo]].id, id, idlen) == 0)
-                jrcpt = &j->rcpts[jr->sorted[lo]];
-        }
+        jrcpt = known ? known : fanout_find_rcpt(jr, id, idlen);
         if (jrcpt == NULL)
             return 0;   /* not a recipient of this job: ignore the member */
     } else {
@@ -946,7 +956,7 @@ static int fanout_build(struct page *pg, const char *id, size_t idlen,
         if (res.verdict[c] == AUD_DELIVER && jr->aj.contact[c] == AUD_BY_EMAIL)
             wants_email = true;
     if (jrcpt != NULL)
-        fanout_rcpt_explicit(jr, r, jrcpt, wants_email);
+        fanout_rcpt_explicit(r, jrcpt, wants_email);
     else if (fanout_rcpt_citizen(jr, r, id, idlen, &res, wants_email) != 0)
         goto oom;
     pg->nrc++;
@@ -1064,32 +1074,10 @@ static void fanout_on_page(struct redisq *q, const struct redisq_reply *r, void 
     for (size_t i = 0; i < nrc; i++) {
         size_t idlen;
         const char *id = redisq_reply_str(redisq_reply_elem(r, 2 + 3 * i), &idlen);
-        const struct redisq_reply *led = redisq_reply_elem(r, 4 + 3 * i);
-        if (j->audience != AUD_RECIPIENTS) {
-            if (fanout_build(pg, id, idlen, redisq_reply_elem(r, 3 + 3 * i), led, -1, NULL,
-                             0) != 0)
-                goto oom;
-            continue;
-        }
-        /* explicit recipients: every channel, contact points from the job */
-        struct rcpt *rr = &pg->rc[pg->nrc];
-        memset(rr, 0, sizeof *rr);
-        fanout_rcpt_explicit(jr, rr, &j->rcpts[start + i], true);
-        pg->nrc++;
-        for (size_t c = 0; c < jr->aj.nch; c++) {
-            const struct redisq_reply *e = redisq_reply_elem(led, c);
-            const char *v = NULL;
-            size_t vn = 0;
-            struct unit *un = fanout_add_unit(pg, (uint32_t)(pg->nrc - 1), c);
-            if (e != NULL && redisq_reply_type(e) == REDISQ_STR)
-                v = redisq_reply_str(e, &vn);
-            if (!fanout_unit_from_ledger(un, v, vn, false)) {
-                pg->nu--;
-                pg->open--;
-                continue;
-            }
-            un->plan = PLAN_SEND;
-        }
+        if (fanout_build(pg, id, idlen, redisq_reply_elem(r, 3 + 3 * i),
+                         redisq_reply_elem(r, 4 + 3 * i), -1, NULL, 0,
+                         j->audience == AUD_RECIPIENTS ? &j->rcpts[start + i] : NULL) != 0)
+            goto oom;
     }
     jr->citizens += nrc;
     jr->npages_read++;
@@ -1324,7 +1312,7 @@ static void fanout_on_take(struct redisq *q, const struct redisq_reply *r, void 
         if (ch < 0)
             continue;
         if (fanout_build(pg, colon + 1, mlen - (size_t)(colon + 1 - m),
-                         redisq_reply_elem(r, 4 + 3 * i), NULL, ch, v, vlen) != 0)
+                         redisq_reply_elem(r, 4 + 3 * i), NULL, ch, v, vlen, NULL) != 0)
             goto oom;
     }
     pg->next = jr->lpages;
