@@ -248,11 +248,14 @@ static void cli_print_status(const json_t *st)
         json_int_t failed = json_integer_value(json_object_get(c, "failed"));
         json_int_t supp = json_integer_value(json_object_get(c, "suppressed"));
         json_int_t exp = json_integer_value(json_object_get(c, "expired"));
-        final += sent + failed + supp + exp;
+        json_int_t dead = json_integer_value(json_object_get(c, "dead"));
+        json_int_t canc = json_integer_value(json_object_get(c, "cancelled"));
+        final += sent + failed + supp + exp + dead + canc;
         printf("  %-10s %" JSON_INTEGER_FORMAT " sent, %" JSON_INTEGER_FORMAT " failed, %"
-               JSON_INTEGER_FORMAT " suppressed, %" JSON_INTEGER_FORMAT " expired"
+               JSON_INTEGER_FORMAT " suppressed, %" JSON_INTEGER_FORMAT " expired, %"
+               JSON_INTEGER_FORMAT " dead letters, %" JSON_INTEGER_FORMAT " cancelled"
                " (retries %" JSON_INTEGER_FORMAT ", resent in doubt %" JSON_INTEGER_FORMAT ")\n",
-               ch, sent, failed, supp, exp,
+               ch, sent, failed, supp, exp, dead, canc,
                json_integer_value(json_object_get(c, "retries")),
                json_integer_value(json_object_get(c, "in_doubt")));
     }
