@@ -1213,10 +1213,12 @@ static void fanout_on_page(struct redisq *q, const struct redisq_reply *r, void 
     jr->cursor = next;
     next = NULL;
     /* Ask for the next page now, so Redis reads it while this one is
-     * resolved here (the page counts against pages_ahead already). */
+     * resolved here (the page counts against pages_ahead already); but
+     * not for an urgent job's first page, whose deliveries must not wait
+     * behind the second page's reply. */
     jr->npages++;
     if (!jr->exhausted && jr->npages < (size_t)jr->f->cfg->audience.pages_ahead &&
-        redisq_is_up(jr->f->rq))
+        redisq_is_up(jr->f->rq) && !(fanout_urgent(jr) && jr->npages_read == 0))
         fanout_read_page(jr);
     jr->npages--;
     for (size_t i = 0; i < nrc; i++) {
@@ -1796,11 +1798,8 @@ static void fanout_pump(struct fanout *f)
     double now = clock_mono();
 
     for (int lane = 0; lane < LANE_COUNT; lane++)
-        for (struct job_run *jr = f->runs[lane]; jr; jr = jr->nextrun) {
+        for (struct job_run *jr = f->runs[lane]; jr; jr = jr->nextrun)
             fanout_checkpoint(jr);
-            if (!f->draining)
-                fanout_feed(jr);
-        }
     if (f->draining)
         return;
     for (size_t i = 0; i < f->nchannels; i++) {
@@ -1870,8 +1869,15 @@ static void fanout_on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
 
     (void)loop;
     (void)revents;
+    /* Start units, send their ledger writes, and only then ask for more
+     * pages: a page read queued before the `sending` writes would delay
+     * the first deliveries of an urgent job by its reply. */
     fanout_pump(f);
     fanout_flush_all(f);
+    if (!f->draining)
+        for (int lane = 0; lane < LANE_COUNT; lane++)
+            for (struct job_run *jr = f->runs[lane]; jr; jr = jr->nextrun)
+                fanout_feed(jr);
     for (int lane = 0; lane < LANE_COUNT; lane++)
         for (struct job_run *jr = f->runs[lane], *nx; jr; jr = nx) {
             nx = jr->nextrun;
