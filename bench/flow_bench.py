@@ -3,7 +3,7 @@
 
     flow_bench.py                     bulk 1,000,000, alert 10,000, 5 runs, burst 50 x 200
     flow_bench.py --quick             bulk 100,000, alert 2,000, 3 runs, 1 burst (smoke run)
-    flow_bench.py --bulk 300000 --alert 10000 --runs 10 --window 64
+    flow_bench.py --bulk 300000 --alert 10000 --runs 10 --window 256
     flow_bench.py --set flow.urgent_reserve=32     any config field (JSON value)
     flow_bench.py --quick --no-bulk   baseline: the same alerts on an idle daemon
 
@@ -569,7 +569,9 @@ def main():
                     help="seconds of bulk before the first run (default 3)")
     ap.add_argument("--settle", type=float, default=1.0,
                     help="seconds between an alert's end and the next measurement")
-    ap.add_argument("--window", type=int, default=256, help="delivery.window (default 256)")
+    ap.add_argument("--window", type=int, default=64,
+                    help="delivery.window (default 64, the shipped default: at most "
+                         "http.max_host_connections, so no request waits inside curl)")
     ap.add_argument("--batch", type=int, default=128, help="delivery.batch")
     ap.add_argument("--page", type=int, default=256, help="audience.page")
     ap.add_argument("--connections", type=int, default=64, help="http.max_host_connections")
