@@ -1649,7 +1649,7 @@ static void fanout_ask_tokens(struct fanout *f, struct provider *p, double now)
 /* fanout_token - may a unit of lane start on provider p now?  Takes the
  * token if so.  Urgent units pass a pause (never the rate limit); others
  * wait while an urgent unit waits for the same provider. */
-static bool fanout_token(struct fanout *f, struct provider *p, bool urgent, double now)
+static bool fanout_token(struct provider *p, bool urgent, double now)
 {
     const struct config_provider *cp = p->cp;
 
@@ -1680,7 +1680,6 @@ static bool fanout_token(struct fanout *f, struct provider *p, bool urgent, doub
     p->blocked = true;
     if (urgent)
         p->urgent_waits = true;
-    (void)f;
     return false;
 }
 
@@ -1740,7 +1739,7 @@ static void fanout_run_units(struct job_run *jr, size_t cap, size_t lane_cap, do
                 if (f->inflight >= cap || f->lane_inflight[jr->lane] >= lane_cap)
                     return;
                 p = fanout_provider(f, unit_channel(pg, (uint32_t)u));
-                if (p != NULL && !fanout_token(f, p, urgent, now)) {
+                if (p != NULL && !fanout_token(p, urgent, now)) {
                     if (fanout_job_blocked(jr))
                         return;
                     continue;
