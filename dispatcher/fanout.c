@@ -334,7 +334,7 @@ static void fanout_maybe_end(struct job_run *jr)
         jr->f->on_end(jr, FANOUT_RELEASED, jr->f->arg);
     } else if (jr->exhausted && jr->later_left == 0 &&
                jr->later_writes_seen == jr->later_writes) {
-        double s = ev_now(jr->f->loop) - jr->t0;
+        double s = clock_mono() - jr->t0;
         jr->ended = true;
         LOG(LOG_INFO, "fanout", "job_audience", "job=%s recipients=%zu units=%zu pages=%zu "
             "seconds=%.3f", jr->job->id, jr->citizens, jr->units, jr->npages_read, s);
@@ -2051,7 +2051,7 @@ struct job_run *fanout_add(struct fanout *f, struct job *job, enum track_lane la
     }
     jr->later_left = -1;        /* unknown until the first take */
     jr->later_due = 0;
-    jr->t0 = ev_now(f->loop);
+    jr->t0 = clock_mono();
     /* append: within a lane, older jobs first */
     for (pp = &f->runs[lane]; *pp; pp = &(*pp)->nextrun)
         ;

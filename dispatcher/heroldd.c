@@ -32,6 +32,7 @@
 #include "../channels/http.h"
 #include "../config/config.h"
 #include "alloc.h"
+#include "clock.h"
 #include "consumer.h"
 #include "fanout.h"
 #include "log.h"
@@ -110,7 +111,7 @@ static void heroldd_on_settle(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     if ((fanout_inflight(h->fanout) == 0 && consumer_settled(h->consumer) &&
          redisq_outstanding(h->rq) == 0) ||
-        ev_now(loop) > h->settle_deadline) {
+        clock_mono() > h->settle_deadline) {
         ev_timer_stop(loop, w);
         ev_break(loop, EVBREAK_ALL);
     }
@@ -124,7 +125,7 @@ static void heroldd_on_drained(void *arg)
      * the unit for a retry by the next start. */
     if (h->http)
         http_abort_all(h->http);
-    h->settle_deadline = ev_now(h->loop) + 2.0;
+    h->settle_deadline = clock_mono() + 2.0;
     ev_timer_init(&h->settle, heroldd_on_settle, 0.02, 0.05);
     h->settle.data = h;
     ev_timer_start(h->loop, &h->settle);

@@ -23,6 +23,7 @@
 #include <sys/time.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "log.h"
 
 #define REDISQ_MAX_SCRIPTS 32
@@ -162,7 +163,7 @@ static int redisq_send(struct redisq *q, redisq_reply_fn *fn, void *arg, long ex
     c->arg = arg;
     c->internal = internal;
     c->next = NULL;
-    c->deadline = ev_now(q->loop) + (q->conf->command_timeout_ms + extra_ms) / 1000.0;
+    c->deadline = clock_mono() + (q->conf->command_timeout_ms + extra_ms) / 1000.0;
     rc = redisAsyncCommandArgv(q->ac, redisq_on_reply, c, argc, argv, lens);
     herold_free(owned_lens);
     if (rc != REDIS_OK) {
@@ -321,7 +322,7 @@ static void redisq_connect(struct redisq *q)
     ac->data = q;
     q->ac = ac;
     q->state = REDISQ_CONNECTING;
-    q->connect_deadline = ev_now(q->loop) + q->conf->connect_timeout_ms / 1000.0;
+    q->connect_deadline = clock_mono() + q->conf->connect_timeout_ms / 1000.0;
     redisLibevAttach(q->loop, ac);
     redisAsyncSetConnectCallback(ac, redisq_on_connect);
     redisAsyncSetDisconnectCallback(ac, redisq_on_disconnect);
@@ -341,8 +342,9 @@ static void redisq_on_reconnect_timer(struct ev_loop *loop, ev_timer *w, int rev
 static void redisq_on_watchdog(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct redisq *q = w->data;
-    ev_tstamp now = ev_now(loop);
+    ev_tstamp now = clock_mono();   /* a wall-clock jump must not fire or hide a timeout */
 
+    (void)loop;
     (void)revents;
     if (q->state == REDISQ_CONNECTING && now > q->connect_deadline) {
         redisq_teardown(q, "connect timeout");
