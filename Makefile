@@ -48,10 +48,12 @@ COMMON  := dispatcher/herr.c dispatcher/alloc.c dispatcher/log.c \
            channels/webhook.c templates/render.c templates/limits.c \
            templates/msgset.c channels/mime.c channels/dkim.c \
            channels/smtp_pool.c channels/email.c dispatcher/contact.c \
-           dispatcher/tz.c dispatcher/citizen.c
+           dispatcher/tz.c dispatcher/citizen.c dispatcher/ratelimit.c \
+           dispatcher/flowscripts.c
 DAEMON  := dispatcher/heroldd.c dispatcher/consumer.c dispatcher/fanout.c \
            dispatcher/audience.c
-CLI     := dispatcher/cli.c dispatcher/cli_citizen.c dispatcher/csvimport.c
+CLI     := dispatcher/cli.c dispatcher/cli_citizen.c dispatcher/csvimport.c \
+           dispatcher/cli_flow.c
 
 COMMON_O := $(COMMON:%.c=$(BUILD)/%.o)
 DAEMON_O := $(DAEMON:%.c=$(BUILD)/%.o)

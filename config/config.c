@@ -165,6 +165,16 @@ static const struct config_field config_log_fields[] = {
     CONFIG_END
 };
 
+static const struct config_field config_flow_fields[] = {
+    CONFIG_NUM(CONFIG_INT, flow, urgent_reserve, 0, 100000),
+    CONFIG_NUM(CONFIG_INT, flow, bulk_share, 1, 1024),
+    CONFIG_NUM(CONFIG_INT, flow, max_pause_s, 1, 86400),
+    CONFIG_NUM(CONFIG_INT, flow, circuit_failures, 1, 1000),
+    CONFIG_NUM(CONFIG_INT, flow, schedule_poll_ms, 50, 60000),
+    CONFIG_NUM(CONFIG_INT, flow, alert_expiry_s, 1, 30 * 86400),
+    CONFIG_END
+};
+
 /* "channels" is not in this table: its subtrees belong to the channels. */
 static const struct config_section config_sections[] = {
     {"redis", config_redis_fields},
@@ -438,6 +448,13 @@ static int config_set_defaults(struct herold_config *c)
     c->http.max_total_connections = 256;
     c->http.max_response_bytes = 65536;
 
+    c->flow.urgent_reserve = -1;   /* window / 4, set after loading */
+    c->flow.bulk_share = 8;
+    c->flow.max_pause_s = 300;
+    c->flow.circuit_failures = 5;
+    c->flow.schedule_poll_ms = 1000;
+    c->flow.alert_expiry_s = 21600;
+
     c->templates.sms_max_segments = 3;
     c->templates.push_title_max = 50;
     c->templates.push_body_max = 180;
@@ -587,6 +604,119 @@ static int config_channels_load(struct herold_config *c, json_t *obj,
     return 0;
 }
 
+/* config_flow_provider - one flow.providers.<name> object into p. */
+static int config_flow_provider(struct config_provider *p, const char *name, json_t *obj,
+                                struct herr *err)
+{
+    char path[CONFIG_PATH_SIZE];
+    const char *key;
+    json_t *v;
+    bool burst_given = false;
+
+    config_path(path, sizeof path, "flow.providers", name);
+    if (!config_channel_name_ok(name))
+        return herr_set(err, HERR_INPUT, path,
+                        "invalid channel name: expected 1-32 characters of a-z 0-9 _ -");
+    if (!json_is_object(obj))
+        return herr_set(err, HERR_INPUT, path, "expected an object");
+    snprintf(p->name, sizeof p->name, "%s", name);
+    json_object_foreach(obj, key, v) {
+        snprintf(path, sizeof path, "flow.providers.%s.%.40s", name, key);
+        if (strcmp(key, "rate") == 0 || strcmp(key, "burst") == 0) {
+            double d = json_number_value(v);
+            if (!json_is_number(v) || d < 0 || d > 1e6)
+                return herr_set(err, HERR_INPUT, path, "expected a number from 0 to 1000000");
+            if (key[0] == 'r') {
+                p->rate = d;
+            } else {
+                p->burst = d;
+                burst_given = true;
+            }
+        } else if (strcmp(key, "shared") == 0) {
+            if (!json_is_boolean(v))
+                return herr_set(err, HERR_INPUT, path, "expected true or false");
+            p->shared = json_is_true(v);
+        } else if (strcmp(key, "max_attempts") == 0 || strcmp(key, "max_age_s") == 0) {
+            long long n = json_integer_value(v);
+            long long hi = key[4] == 'a' ? 100 : 365LL * 86400;
+            if (!json_is_integer(v) || n < (key[4] == 'a' ? 1 : 0) || n > hi)
+                return herr_set(err, HERR_INPUT, path, "expected an integer from %d to %lld",
+                                key[4] == 'a' ? 1 : 0, hi);
+            if (key[4] == 'a')
+                p->max_attempts = (int)n;
+            else
+                p->max_age_s = (int)n;
+        } else {
+            return herr_set(err, HERR_INPUT, path, "unknown field");
+        }
+    }
+    if (!burst_given)
+        p->burst = p->rate;
+    if (p->burst < 1)
+        p->burst = 1;
+    return 0;
+}
+
+/* config_flow_load - the flow section: scalars from the table, then the
+ * providers object and the mandatory channel list. */
+static int config_flow_load(struct herold_config *c, json_t *obj, struct herr *err)
+{
+    static const struct config_section scalars = {"flow", config_flow_fields};
+    json_t *copy, *prov, *mand, *v;
+    const char *key;
+    char path[CONFIG_PATH_SIZE];
+    size_t i;
+    int rc;
+
+    if (!json_is_object(obj))
+        return herr_set(err, HERR_INPUT, "flow", "expected an object");
+    prov = json_object_get(obj, "providers");
+    mand = json_object_get(obj, "mandatory_channels");
+    if ((copy = json_copy(obj)) == NULL)
+        return config_oom(err, "flow");
+    json_object_del(copy, "providers");
+    json_object_del(copy, "mandatory_channels");
+    rc = config_section_load(c, &scalars, copy, err);
+    json_decref(copy);
+    if (rc < 0)
+        return -1;
+    if (prov != NULL) {
+        if (!json_is_object(prov))
+            return herr_set(err, HERR_INPUT, "flow.providers", "expected an object");
+        json_object_foreach(prov, key, v) {
+            if (c->flow.nproviders == CONFIG_MAX_PROVIDERS)
+                return herr_set(err, HERR_INPUT, "flow.providers", "at most %d providers",
+                                CONFIG_MAX_PROVIDERS);
+            if (config_flow_provider(&c->flow.providers[c->flow.nproviders++], key, v,
+                                     err) < 0)
+                return -1;
+        }
+    }
+    if (mand != NULL) {
+        if (!json_is_array(mand) || json_array_size(mand) > CONFIG_MAX_MANDATORY)
+            return herr_set(err, HERR_INPUT, "flow.mandatory_channels",
+                            "expected a list of at most %d channel names",
+                            CONFIG_MAX_MANDATORY);
+        json_array_foreach(mand, i, v) {
+            snprintf(path, sizeof path, "flow.mandatory_channels[%zu]", i);
+            if (!json_is_string(v) || !config_channel_name_ok(json_string_value(v)))
+                return herr_set(err, HERR_INPUT, path, "expected a channel name");
+            snprintf(c->flow.mandatory[c->flow.nmandatory++], sizeof c->flow.mandatory[0],
+                     "%s", json_string_value(v));
+        }
+    }
+    return 0;
+}
+
+/* config_provider - the flow limits of channel name, or NULL. */
+const struct config_provider *config_provider(const struct herold_config *c, const char *name)
+{
+    for (size_t i = 0; i < c->flow.nproviders; i++)
+        if (strcmp(c->flow.providers[i].name, name) == 0)
+            return &c->flow.providers[i];
+    return NULL;
+}
+
 /* config_cross_check - rules that relate two fields, after all are read. */
 static int config_cross_check(const struct herold_config *c, struct herr *err)
 {
@@ -598,6 +728,9 @@ static int config_cross_check(const struct herold_config *c, struct herr *err)
     if (c->queue.block_ms >= c->redis.command_timeout_ms)
         return herr_set(err, HERR_INPUT, "queue.block_ms",
                         "expected a value less than redis.command_timeout_ms");
+    if (c->flow.urgent_reserve >= c->delivery.window)
+        return herr_set(err, HERR_INPUT, "flow.urgent_reserve",
+                        "expected a value less than delivery.window");
     if (c->delivery.backoff_base_ms > c->delivery.backoff_max_ms)
         return herr_set(err, HERR_INPUT, "delivery.backoff_max_ms",
                         "expected a value not less than delivery.backoff_base_ms");
@@ -717,6 +850,11 @@ struct herold_config *config_from_json(json_t *root, struct herr *err)
                 goto fail;
             continue;
         }
+        if (strcmp(key, "flow") == 0) {
+            if (config_flow_load(c, v, err) < 0)
+                goto fail;
+            continue;
+        }
         for (sec = config_sections; sec->name != NULL; sec++) {
             if (strcmp(sec->name, key) == 0)
                 break;
@@ -731,6 +869,8 @@ struct herold_config *config_from_json(json_t *root, struct herr *err)
     }
     if (config_cross_check(c, err) < 0)
         goto fail;
+    if (c->flow.urgent_reserve < 0)
+        c->flow.urgent_reserve = c->delivery.window / 4;
     return c;
 fail:
     config_free(c);
@@ -747,7 +887,11 @@ fail:
  */
 struct herold_config *config_defaults(void)
 {
-    return config_new();
+    struct herold_config *c = config_new();
+
+    if (c != NULL)
+        c->flow.urgent_reserve = c->delivery.window / 4;
+    return c;
 }
 
 /* config_env_name_ok - n bytes of s form a shell variable name. */

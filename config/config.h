@@ -96,6 +96,31 @@ struct config_templates {
     long max_output_bytes;      /* per rendered part, default 262144 */
 };
 
+/* One provider's flow limits: flow.providers.<channel> (docs/flow.md). */
+#define CONFIG_MAX_PROVIDERS 16
+#define CONFIG_MAX_MANDATORY 8
+struct config_provider {
+    char name[33];              /* the channel name */
+    double rate;                /* tokens per second, 0 = unlimited */
+    double burst;               /* default rate, at least 1 */
+    bool shared;                /* one GCRA limit in Redis for all instances */
+    int max_attempts;           /* 0: delivery.max_attempts */
+    int max_age_s;              /* 0: no limit */
+};
+
+struct config_flow {
+    int urgent_reserve;         /* window slots only urgent units may use, default window/4 */
+    int bulk_share;             /* bulk keeps window/bulk_share slots against normal, default 8 */
+    int max_pause_s;            /* cap of a provider pause (Retry-After), default 300 */
+    int circuit_failures;       /* transient failures in a row that pause a provider, default 5 */
+    int schedule_poll_ms;       /* promotion timer, default 1000 */
+    int alert_expiry_s;         /* default expiry of alerts, default 21600 */
+    struct config_provider providers[CONFIG_MAX_PROVIDERS];
+    size_t nproviders;
+    char mandatory[CONFIG_MAX_MANDATORY][33];   /* channels every urgent alert uses */
+    size_t nmandatory;
+};
+
 struct config_log {
     char *level;                /* debug|info|warn|error, default "info" */
     char *pseudonym_key;        /* secret; NULL: random per process */
@@ -111,6 +136,7 @@ struct herold_config {
     struct config_http http;
     struct config_templates templates;
     struct config_log log;
+    struct config_flow flow;
     json_t *channels;           /* "channels" object borrowed from root, NULL if absent;
                                  * each channel validates its own subtree */
     json_t *root;               /* whole document, owned */
@@ -134,6 +160,11 @@ struct herold_config *config_defaults(void);
  * verbatim.  Returns a new string (free with herold_free_secret) or NULL
  * and err.  Never puts the secret or its value into err. */
 char *config_secret(const char *ref, const char *path, struct herr *err);
+
+/* config_provider - the flow limits of channel name (flow.providers),
+ * or NULL when it has none. */
+const struct config_provider *config_provider(const struct herold_config *c,
+                                              const char *name);
 
 /* config_free - free c, its strings, its secrets (cleared first) and its
  * reference to root, which ends c->channels too.  NULL is a no-op. */

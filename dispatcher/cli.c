@@ -25,6 +25,7 @@
 #include "../config/config.h"
 #include "alloc.h"
 #include "cli_citizen.h"
+#include "cli_flow.h"
 #include "clock.h"
 #include "job.h"
 #include "log.h"
@@ -50,6 +51,7 @@ static void cli_usage(FILE *out)
             "              [--data FILE|-] [--lang LANG] [--channel email|sms|push|social|all]\n"
             "              [--part PART] [--json]   preview a message with its lengths\n");
     cli_citizen_usage(out);
+    cli_flow_usage(out);
     fprintf(out,
             "CONFIG defaults to $HEROLD_CONFIG, then " CLI_DEFAULT_CONFIG
             ", then built-in defaults (Redis on 127.0.0.1:6379).\n");
@@ -248,11 +250,14 @@ static void cli_print_status(const json_t *st)
         json_int_t failed = json_integer_value(json_object_get(c, "failed"));
         json_int_t supp = json_integer_value(json_object_get(c, "suppressed"));
         json_int_t exp = json_integer_value(json_object_get(c, "expired"));
-        final += sent + failed + supp + exp;
+        json_int_t dead = json_integer_value(json_object_get(c, "dead"));
+        json_int_t canc = json_integer_value(json_object_get(c, "cancelled"));
+        final += sent + failed + supp + exp + dead + canc;
         printf("  %-10s %" JSON_INTEGER_FORMAT " sent, %" JSON_INTEGER_FORMAT " failed, %"
-               JSON_INTEGER_FORMAT " suppressed, %" JSON_INTEGER_FORMAT " expired"
+               JSON_INTEGER_FORMAT " suppressed, %" JSON_INTEGER_FORMAT " expired, %"
+               JSON_INTEGER_FORMAT " dead letters, %" JSON_INTEGER_FORMAT " cancelled"
                " (retries %" JSON_INTEGER_FORMAT ", resent in doubt %" JSON_INTEGER_FORMAT ")\n",
-               ch, sent, failed, supp, exp,
+               ch, sent, failed, supp, exp, dead, canc,
                json_integer_value(json_object_get(c, "retries")),
                json_integer_value(json_object_get(c, "in_doubt")));
     }
@@ -592,6 +597,8 @@ int main(int argc, char **argv)
         rc = cli_templates(cfg);
     } else if (cli_citizen_handles(argv[i])) {
         rc = cli_citizen_main(cfg, argc - i, argv + i);
+    } else if (cli_flow_handles(argv[i])) {
+        rc = cli_flow_main(cfg, argc - i, argv + i);
     } else if (strcmp(argv[i], "pseudonym") == 0 && i + 2 == argc) {
         char p[16];
         if (cfg->log.pseudonym_key == NULL)

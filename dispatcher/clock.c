@@ -14,6 +14,14 @@ double clock_wall(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+double clock_mono(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 const char *clock_iso(double t, char *buf, size_t size)
 {
     time_t s = (time_t)t;

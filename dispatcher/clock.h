@@ -11,6 +11,10 @@
 /* clock_wall - unix seconds with sub-second fraction. */
 double clock_wall(void);
 
+/* clock_mono - seconds of the monotonic clock: for rate limits and
+ * pauses, which a wall-clock jump must neither burst nor stall. */
+double clock_mono(void);
+
 /* clock_iso - t (unix seconds) as "2026-03-01T07:00:02.120Z" into buf
  * (at least 32 bytes); returns buf. */
 const char *clock_iso(double t, char *buf, size_t size);

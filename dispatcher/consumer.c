@@ -47,6 +47,8 @@ struct consumer {
     char lane_key[LANE_COUNT][TRACK_KEY_MAX];
     char rejected_key[TRACK_KEY_MAX], dead_key[TRACK_KEY_MAX];
     char events_key[TRACK_KEY_MAX], alarms_key[TRACK_KEY_MAX];
+    char scheduled_key[TRACK_KEY_MAX];
+    bool promoting;           /* promote script outstanding */
     char events_maxlen[24], retention[24], max_deliveries[16];
     struct active *active;
     size_t nactive[LANE_COUNT];
@@ -62,6 +64,7 @@ struct consumer {
     bool stopping;
     int fatal;
     ev_timer claim_timer, heartbeat_timer, trim_timer, finish_timer, recheck_timer;
+    ev_timer schedule_timer;
 };
 
 static void consumer_read(struct consumer *c);
@@ -178,9 +181,12 @@ static void consumer_on_begin(struct redisq *q, const struct redisq_reply *r, vo
             abort();
         }
         const struct redisq_reply *units = redisq_reply_elem(r, 2);
+        const char *acc = redisq_reply_str(redisq_reply_elem(r, 3), NULL);
+        const char *cancel = redisq_reply_str(redisq_reply_elem(r, 4), NULL);
         a->jr = fanout_add(c->fanout, job, a->lane, a->entry,
                            redisq_reply_str(redisq_reply_elem(r, 1), NULL),
-                           units != NULL && strcmp(redisq_reply_str(units, NULL), "0") == 0);
+                           units != NULL && strcmp(redisq_reply_str(units, NULL), "0") == 0,
+                           acc ? strtod(acc, NULL) : 0, cancel != NULL && cancel[0] != '\0');
         if (a->jr == NULL) {
             LOG(LOG_ERROR, "consumer", "job_deferred", "job=%s reason=\"out of memory\"",
                 a->job_id);
@@ -201,6 +207,76 @@ static void consumer_on_begin(struct redisq *q, const struct redisq_reply *r, vo
     consumer_read(c);
 }
 
+/* consumer_has_field - does a stream entry's field list have name? */
+static bool consumer_has_field(const struct redisq_reply *fields, const char *name)
+{
+    for (size_t i = 0; i + 1 < redisq_reply_len(fields); i += 2)
+        if (strcmp(redisq_reply_str(redisq_reply_elem(fields, i), NULL), name) == 0)
+            return true;
+    return false;
+}
+
+static void consumer_on_park(struct redisq *q, const struct redisq_reply *r, void *arg)
+{
+    struct consumer *c = arg;
+
+    (void)q;
+    if (r == NULL || redisq_reply_type(r) != REDISQ_ARRAY) {
+        /* unknown: the entry stays pending and is read again */
+        c->pel_done[LANE_URGENT] = c->pel_done[LANE_NORMAL] = c->pel_done[LANE_BULK] = false;
+        return;
+    }
+    consumer_read(c);
+}
+
+/* consumer_park - a job due later goes to the scheduled set (docs/flow.md). */
+static void consumer_park(struct consumer *c, enum track_lane lane, const char *entry,
+                          const struct job *job, const char *payload, size_t plen)
+{
+    char jk[TRACK_KEY_MAX], at[32], ts[40];
+    const char *argv[14];
+    size_t lens[14];
+
+    argv[0] = track_key_job(jk, c->prefix, job->id);
+    argv[1] = c->lane_key[lane];
+    argv[2] = c->scheduled_key;
+    argv[3] = c->events_key;
+    argv[4] = c->cfg->queue.group;
+    argv[5] = entry;
+    argv[6] = payload;
+    snprintf(at, sizeof at, "%.3f", job->send_at);
+    argv[7] = at;
+    argv[8] = track_lane_names[lane];
+    argv[9] = job->id;
+    argv[10] = job->kind;
+    argv[11] = clock_iso(clock_wall(), ts, sizeof ts);
+    argv[12] = c->events_maxlen;
+    argv[13] = c->cfg->queue.consumer;
+    for (int i = 0; i < 14; i++)
+        lens[i] = strlen(argv[i]);
+    lens[6] = plen;
+    LOG(LOG_INFO, "consumer", "job_scheduled", "job=%s entry=%s send_at=%s", job->id, entry,
+        clock_iso(job->send_at, ts, sizeof ts));
+    redisq_eval(c->rq, &script_park, consumer_on_park, c, 4, 14, argv, lens);
+}
+
+/* consumer_mandatory - an urgent alert goes out on every configured
+ * mandatory channel too (flow.mandatory_channels). */
+static void consumer_mandatory(struct consumer *c, struct job *job)
+{
+    const struct config_flow *fl = &c->cfg->flow;
+
+    if (strcmp(job->kind, "alert") != 0 || strcmp(job->priority, "urgent") != 0)
+        return;
+    for (size_t i = 0; i < fl->nmandatory && job->nchannels < JOB_MAX_CHANNELS; i++) {
+        bool have = false;
+        for (size_t k = 0; k < job->nchannels; k++)
+            have |= strcmp(job->channels[k], fl->mandatory[i]) == 0;
+        if (!have && consumer_channel_ok(fl->mandatory[i], c))
+            job->channels[job->nchannels++] = fl->mandatory[i];
+    }
+}
+
 /* consumer_take - one stream entry: validate, then begin or reject. */
 static void consumer_take(struct consumer *c, enum track_lane lane, const char *entry,
                           const struct redisq_reply *fields, bool recovery)
@@ -213,9 +289,9 @@ static void consumer_take(struct consumer *c, enum track_lane lane, const char *
     struct job *job;
     struct active *a;
     char reason[400];
-    const char *argv[17];
-    size_t lens[17];
-    char units[24], ts[40];
+    const char *argv[18];
+    size_t lens[18];
+    char units[24], ts[40], now[32];
 
     if (consumer_find(c, entry) != NULL)
         return;   /* already working on it */
@@ -248,6 +324,13 @@ static void consumer_take(struct consumer *c, enum track_lane lane, const char *
         consumer_reject(c, lane, entry, payload, plen, herr_format(&err, reason, sizeof reason));
         return;
     }
+    if (job_scheduled(job, clock_wall()) && !consumer_has_field(fields, "promoted") &&
+        !consumer_has_field(fields, "resume")) {
+        consumer_park(c, lane, entry, job, payload, plen);
+        job_free(job);
+        return;
+    }
+    consumer_mandatory(c, job);
     /* Render now, once per job: a missing template or variable rejects the
      * job before anything is sent. */
     if (msgset_apply(c->templates, &c->msg_opts, job, NULL, &err) != 0) {
@@ -295,10 +378,12 @@ static void consumer_take(struct consumer *c, enum track_lane lane, const char *
     argv[14] = job->id;
     argv[15] = c->cfg->queue.consumer;
     argv[16] = c->retention;
-    for (int i = 0; i < 17; i++)
+    snprintf(now, sizeof now, "%.3f", clock_wall());
+    argv[17] = now;
+    for (int i = 0; i < 18; i++)
         lens[i] = strlen(argv[i]);
     lens[13] = plen;
-    if (redisq_eval(c->rq, &script_begin, consumer_on_begin, a, 5, 17, argv, lens) != 0) {
+    if (redisq_eval(c->rq, &script_begin, consumer_on_begin, a, 5, 18, argv, lens) != 0) {
         consumer_remove(c, a);
         return;
     }
@@ -481,8 +566,13 @@ static void consumer_on_finish(struct redisq *q, const struct redisq_reply *r, v
     a->finishing = false;
     if (r == NULL || redisq_reply_type(r) == REDISQ_ERROR)
         return;   /* the finish timer tries again */
-    LOG(LOG_INFO, "consumer", "job_done", "job=%s entry=%s lane=%s", a->job_id, a->entry,
-        track_lane_names[a->lane]);
+    if (strcmp(redisq_reply_str(redisq_reply_elem(r, 0), NULL), "requeued") == 0)
+        LOG(LOG_INFO, "consumer", "job_requeued", "job=%s entry=%s new_entry=%s "
+            "reason=\"units waiting again\"", a->job_id, a->entry,
+            redisq_reply_str(redisq_reply_elem(r, 1), NULL));
+    else
+        LOG(LOG_INFO, "consumer", "job_done", "job=%s entry=%s lane=%s", a->job_id, a->entry,
+            track_lane_names[a->lane]);
     fanout_free_run(c->fanout, a->jr);
     a->jr = NULL;
     consumer_remove(c, a);
@@ -491,8 +581,8 @@ static void consumer_on_finish(struct redisq *q, const struct redisq_reply *r, v
 
 static void consumer_send_finish(struct consumer *c, struct active *a)
 {
-    char jk[TRACK_KEY_MAX], uk[TRACK_KEY_MAX], ts[40];
-    const char *argv[10];
+    char jk[TRACK_KEY_MAX], uk[TRACK_KEY_MAX], lk[TRACK_KEY_MAX], dk[TRACK_KEY_MAX], ts[40];
+    const char *argv[12];
 
     if (a->finishing || !redisq_is_up(c->rq))
         return;
@@ -500,13 +590,15 @@ static void consumer_send_finish(struct consumer *c, struct active *a)
     argv[1] = track_key_units(uk, c->prefix, a->job_id);
     argv[2] = c->lane_key[a->lane];
     argv[3] = c->events_key;
-    argv[4] = c->cfg->queue.group;
-    argv[5] = a->entry;
-    argv[6] = clock_iso(clock_wall(), ts, sizeof ts);
-    argv[7] = c->retention;
-    argv[8] = c->events_maxlen;
-    argv[9] = a->job_id;
-    if (redisq_eval(c->rq, &script_finish, consumer_on_finish, a, 4, 10, argv, NULL) == 0)
+    argv[4] = track_key_later(lk, c->prefix, a->job_id);
+    argv[5] = track_key_dlq(dk, c->prefix, a->job_id);
+    argv[6] = c->cfg->queue.group;
+    argv[7] = a->entry;
+    argv[8] = clock_iso(clock_wall(), ts, sizeof ts);
+    argv[9] = c->retention;
+    argv[10] = c->events_maxlen;
+    argv[11] = a->job_id;
+    if (redisq_eval(c->rq, &script_finish, consumer_on_finish, a, 6, 12, argv, NULL) == 0)
         a->finishing = true;
 }
 
@@ -539,6 +631,54 @@ static void consumer_on_finish_timer(struct ev_loop *loop, ev_timer *w, int reve
     for (struct active *a = c->active; a; a = a->next)
         if (a->finish_wanted && !a->finishing)
             consumer_send_finish(c, a);
+}
+
+/* ---- scheduled jobs ---- */
+
+static void consumer_promote(struct consumer *c);
+
+static void consumer_on_promote(struct redisq *q, const struct redisq_reply *r, void *arg)
+{
+    struct consumer *c = arg;
+    long long n;
+
+    (void)q;
+    c->promoting = false;
+    if (r == NULL || redisq_reply_type(r) != REDISQ_ARRAY)
+        return;
+    n = redisq_reply_int(redisq_reply_elem(r, 0));
+    if (n > 0)
+        LOG(LOG_INFO, "consumer", "jobs_promoted", "count=%lld", n);
+    if (n >= 100)
+        consumer_promote(c);   /* more may be due */
+}
+
+/* consumer_promote - move due scheduled jobs to their lanes (the promote
+ * script decides who does it, so several instances never double one). */
+static void consumer_promote(struct consumer *c)
+{
+    char now[32], ts[40];
+    const char *argv[7];
+
+    if (c->promoting || !c->ready || c->stopping || !redisq_is_up(c->rq))
+        return;
+    snprintf(now, sizeof now, "%.3f", clock_wall());
+    argv[0] = c->scheduled_key;
+    argv[1] = c->events_key;
+    argv[2] = c->prefix;
+    argv[3] = now;
+    argv[4] = "100";
+    argv[5] = clock_iso(clock_wall(), ts, sizeof ts);
+    argv[6] = c->events_maxlen;
+    if (redisq_eval(c->rq, &script_promote, consumer_on_promote, c, 2, 7, argv, NULL) == 0)
+        c->promoting = true;
+}
+
+static void consumer_on_schedule_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    consumer_promote(w->data);
 }
 
 /* ---- heartbeat, claims, trimming ---- */
@@ -873,6 +1013,7 @@ struct consumer *consumer_new(struct ev_loop *loop, const struct herold_config *
     track_key(c->dead_key, c->prefix, "dead");
     track_key(c->events_key, c->prefix, "events");
     track_key(c->alarms_key, c->prefix, "alarms");
+    track_key(c->scheduled_key, c->prefix, "scheduled");
     snprintf(c->events_maxlen, sizeof c->events_maxlen, "%ld", cfg->jobs.events_maxlen);
     snprintf(c->retention, sizeof c->retention, "%ld", cfg->jobs.retention_days * 86400L);
     snprintf(c->max_deliveries, sizeof c->max_deliveries, "%d", cfg->queue.max_deliveries);
@@ -886,6 +1027,9 @@ struct consumer *consumer_new(struct ev_loop *loop, const struct herold_config *
     c->trim_timer.data = c;
     ev_timer_init(&c->finish_timer, consumer_on_finish_timer, 0.2, 0.2);
     c->finish_timer.data = c;
+    ev_timer_init(&c->schedule_timer, consumer_on_schedule_timer, 0.,
+                  cfg->flow.schedule_poll_ms / 1000.0);
+    c->schedule_timer.data = c;
     ev_init(&c->recheck_timer, consumer_on_recheck);
     c->recheck_timer.repeat = 5.0;
     c->recheck_timer.data = c;
@@ -893,6 +1037,7 @@ struct consumer *consumer_new(struct ev_loop *loop, const struct herold_config *
     ev_timer_start(loop, &c->claim_timer);
     ev_timer_start(loop, &c->trim_timer);
     ev_timer_start(loop, &c->finish_timer);
+    ev_timer_start(loop, &c->schedule_timer);
     return c;
 }
 
@@ -922,6 +1067,7 @@ void consumer_stop(struct consumer *c)
     ev_timer_stop(c->loop, &c->claim_timer);
     ev_timer_stop(c->loop, &c->trim_timer);
     ev_timer_stop(c->loop, &c->recheck_timer);
+    ev_timer_stop(c->loop, &c->schedule_timer);
     /* Cancelling the blocking read means closing its connection; whatever
      * it delivered meanwhile stays pending and is read again next start. */
     redisq_stop(c->rqb);
@@ -951,6 +1097,7 @@ void consumer_free(struct consumer *c)
     ev_timer_stop(c->loop, &c->trim_timer);
     ev_timer_stop(c->loop, &c->finish_timer);
     ev_timer_stop(c->loop, &c->recheck_timer);
+    ev_timer_stop(c->loop, &c->schedule_timer);
     while (c->active) {
         struct active *a = c->active;
         if (a->jr)

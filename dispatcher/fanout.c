@@ -24,15 +24,34 @@
 #include "alloc.h"
 #include "audience.h"
 #include "clock.h"
-#include "tz.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "scripts.h"
+#include "tz.h"
 
 #define FANOUT_TICK 0.05
 #define FANOUT_VARIANTS 8
 #define FANOUT_KV_STACK 64
+#define FANOUT_GRANT_TTL 0.05      /* shared tokens unused this long are dropped */
+#define FANOUT_CANCEL_POLL 0.5     /* seconds between looks at a run's cancel mark */
 
 enum item_action { ACT_SUBMIT, ACT_FINAL, ACT_LATER };
+
+/* Flow state of one provider (a configured channel): docs/flow.md. */
+struct provider {
+    const struct config_provider *cp;   /* NULL: no limits */
+    struct rl_bucket bucket;       /* local limit */
+    double granted;                /* shared: tokens left from the last grant */
+    double grant_at;               /* clock_mono of that grant */
+    double ask_after;              /* shared: no grant before this (clock_mono) */
+    bool asking;                   /* a gcra call is outstanding */
+    unsigned want;                 /* units that found no token in this pump */
+    bool blocked;                  /* no token for the rest of this pump */
+    bool urgent_waits;             /* an urgent unit found no token in this pump */
+    double paused_until;           /* clock_mono; Retry-After or an open circuit */
+    int fails;                     /* transient failures in a row */
+    char key[TRACK_KEY_MAX];       /* shared limit key "P rl:<channel>" */
+};
 
 /* What the resolution decided for a unit of a page. */
 enum plan { PLAN_SEND, PLAN_DEFER, PLAN_SUPPRESS };
@@ -77,6 +96,7 @@ struct batch_item {
     struct page *pg;
     uint32_t unit;
     uint8_t action;
+    bool cancelled;                /* the ledger recorded `cancelled` instead */
     char *field;                   /* "<channel>:<recipient>" */
     char *value;                   /* ledger value */
     char flag[2];                  /* "d" in doubt, "-" none */
@@ -105,8 +125,15 @@ struct job_run {
     char job_key[TRACK_KEY_MAX];
     char units_key[TRACK_KEY_MAX];
     char later_key[TRACK_KEY_MAX];
+    char dlq_key[TRACK_KEY_MAX];
     struct aud_job aj;
+    double accepted_ts;            /* unix seconds the job was first accepted */
+    double expires_at;             /* the job's, or the alert default; 0 none */
+    bool cancelled;                /* the job record carries `cancel` */
+    bool cancel_asking;
+    double cancel_check_at;        /* clock_mono of the next look */
     char mode[16];                 /* page script mode */
+    char aud_set[TRACK_KEY_MAX];   /* mode "set": the key suffix of the audience */
     char *cursor;                  /* where the next main page starts */
     bool exhausted;                /* no main page left to read */
     bool loading;                  /* a page read is outstanding */
@@ -116,7 +143,7 @@ struct job_run {
     struct page *lpages;           /* pages taken from the later set */
     size_t nlpages;
     double later_due;              /* wall time of the next take; HUGE_VAL none */
-    double hold_until;             /* a page read or admission failed: wait (ev_now) */
+    double hold_until;             /* a page read or admission failed: wait (clock_mono) */
     long later_left;               /* members of the later set at the last take; -1 unknown */
     unsigned long later_writes, later_writes_seen;
     struct batch *open;            /* being filled */
@@ -149,15 +176,19 @@ struct fanout {
     fanout_render_fn *render;
     void *render_arg;
     struct job_run *runs[LANE_COUNT];
+    struct provider *prov;         /* one per channel */
+    char dlq_index_key[TRACK_KEY_MAX];
     size_t inflight;
+    size_t lane_inflight[LANE_COUNT];
     long abort_after_ok, ok_count;
     bool draining;
-    double ledger_hold_until;      /* Redis refused a write: resend after this */
+    double ledger_hold_until;      /* Redis refused a write: resend after this (clock_mono) */
     double ledger_hold;            /* current pause, doubled per refusal */
     void (*drained_fn)(void *);
     void *drained_arg;
     ev_prepare prepare;            /* flush batches and pump before sleeping */
     ev_timer tick;                 /* retries due, unconfirmed batches */
+    ev_timer wake;                 /* the next token or the end of a pause */
     ev_timer deadline;
 };
 
@@ -174,6 +205,26 @@ static const struct fanout_channel *fanout_channel(const struct fanout *f, const
         if (strcmp(f->channels[i].ops->name, name) == 0)
             return &f->channels[i];
     return NULL;
+}
+
+/* fanout_provider - the flow state of channel name, or NULL. */
+static struct provider *fanout_provider(const struct fanout *f, const char *name)
+{
+    const struct fanout_channel *ch = fanout_channel(f, name);
+
+    return ch ? &f->prov[ch - f->channels] : NULL;
+}
+
+static void fanout_inflight_inc(struct fanout *f, enum track_lane lane)
+{
+    f->inflight++;
+    f->lane_inflight[lane]++;
+}
+
+static void fanout_inflight_dec(struct fanout *f, enum track_lane lane)
+{
+    f->inflight--;
+    f->lane_inflight[lane]--;
 }
 
 static const char *unit_channel(const struct page *pg, uint32_t u)
@@ -258,7 +309,7 @@ static void batch_free(struct batch *b)
 static bool fanout_run_idle(const struct job_run *jr)
 {
     return jr->busy_count == 0 && jr->open == NULL && jr->pending == NULL && !jr->loading &&
-           !jr->taking && jr->pages == NULL && jr->lpages == NULL;
+           !jr->taking && !jr->cancel_asking && jr->pages == NULL && jr->lpages == NULL;
 }
 
 /* fanout_maybe_end - report the run's end once nothing is outstanding. */
@@ -267,7 +318,7 @@ static void fanout_maybe_end(struct job_run *jr)
     if (jr->ended)
         return;
     if (jr->abandoned && jr->busy_count == 0 && !jr->open && !jr->pending && !jr->loading &&
-        !jr->taking) {
+        !jr->taking && !jr->cancel_asking) {
         /* what was not started stays in Redis for the new owner */
         for (struct page *pg; (pg = jr->pages) != NULL; page_free(pg))
             jr->pages = pg->next;
@@ -306,6 +357,17 @@ static void fanout_batch_confirmed(struct batch *b)
 
         if (track_unit_parse(it->value, strlen(it->value), &st, &att) != 0)
             continue;
+        if (it->cancelled) {
+            /* the job was cancelled: the ledger holds `cancelled`, and no
+             * provider is called */
+            un->state = UNIT_CANCELLED;
+            un->busy = 0;
+            jr->busy_count--;
+            page_settle(it->pg);
+            if (it->action == ACT_SUBMIT)
+                fanout_inflight_dec(jr->f, jr->lane);
+            continue;
+        }
         switch (it->action) {
         case ACT_SUBMIT:
             un->state = UNIT_SENDING;
@@ -341,18 +403,18 @@ static void fanout_on_ledger_reply(struct redisq *q, const struct redisq_reply *
 
     (void)q;
     b->sent = false;
-    if (r == NULL || redisq_reply_type(r) == REDISQ_ERROR) {
+    if (r == NULL || redisq_reply_type(r) != REDISQ_ARRAY) {
         /* Unknown outcome or a Redis-side refusal (OOM, MISCONF, LOADING,
          * BUSY): keep the batch and resend it, after a pause that doubles
          * up to 2 s so a refusing Redis is not hammered; never fail a unit
          * for it. */
         struct fanout *f = jr->f;
-        if (r != NULL && ev_now(f->loop) >= f->ledger_hold_until) {
+        if (r != NULL && clock_mono() >= f->ledger_hold_until) {
             char buf[160];
             f->ledger_hold = f->ledger_hold > 0 ? f->ledger_hold * 2 : 0.1;
             if (f->ledger_hold > 2.0)
                 f->ledger_hold = 2.0;
-            f->ledger_hold_until = ev_now(f->loop) + f->ledger_hold;
+            f->ledger_hold_until = clock_mono() + f->ledger_hold;
             LOG(LOG_WARN, "fanout", "ledger_write_refused",
                 "job=%s error=%s retry_in_ms=%ld", jr->job->id,
                 log_quote(redisq_reply_str(r, NULL), buf, sizeof buf),
@@ -361,6 +423,15 @@ static void fanout_on_ledger_reply(struct redisq *q, const struct redisq_reply *
         return;   /* the tick timer resends */
     }
     jr->f->ledger_hold = 0;
+    if (redisq_reply_int(redisq_reply_elem(r, 1)) == 1 && !jr->cancelled) {
+        LOG(LOG_INFO, "fanout", "job_cancelled", "job=%s action=record_rest", jr->job->id);
+        jr->cancelled = true;
+    }
+    for (size_t i = 2; i < redisq_reply_len(r); i++) {
+        long long k = redisq_reply_int(redisq_reply_elem(r, i));
+        if (k >= 1 && (size_t)k <= b->n)
+            b->items[k - 1].cancelled = true;
+    }
     for (pp = &jr->pending; *pp && *pp != b; pp = &(*pp)->next)
         ;
     if (*pp)
@@ -374,13 +445,14 @@ static void fanout_on_ledger_reply(struct redisq *q, const struct redisq_reply *
 static void fanout_flush(struct batch *b)
 {
     struct job_run *jr = b->jr;
-    const char *stack_argv[3 + 4 * 128];
-    size_t stack_lens[3 + 4 * 128];
+    const char *stack_argv[7 + 4 * 128];
+    size_t stack_lens[7 + 4 * 128];
     const char **argv = stack_argv;
     size_t *lens = stack_lens;
-    size_t argc = 3 + 4 * b->n;
+    size_t argc = 7 + 4 * b->n;
+    char now[32];
 
-    if (b->sent || !redisq_is_up(jr->f->rq) || ev_now(jr->f->loop) < jr->f->ledger_hold_until)
+    if (b->sent || !redisq_is_up(jr->f->rq) || clock_mono() < jr->f->ledger_hold_until)
         return;
     if (argc > sizeof stack_argv / sizeof stack_argv[0]) {
         argv = herold_malloc(argc * sizeof *argv);
@@ -388,18 +460,23 @@ static void fanout_flush(struct batch *b)
         if (argv == NULL || lens == NULL)
             goto out;
     }
+    snprintf(now, sizeof now, "%.3f", clock_wall());
     argv[0] = jr->job_key;
     argv[1] = jr->units_key;
     argv[2] = jr->later_key;
+    argv[3] = jr->dlq_key;
+    argv[4] = jr->f->dlq_index_key;
+    argv[5] = now;
+    argv[6] = jr->job->id;
     for (size_t i = 0; i < b->n; i++) {
-        argv[3 + 4 * i] = b->items[i].field;
-        argv[4 + 4 * i] = b->items[i].value;
-        argv[5 + 4 * i] = b->items[i].flag;
-        argv[6 + 4 * i] = b->items[i].zop;
+        argv[7 + 4 * i] = b->items[i].field;
+        argv[8 + 4 * i] = b->items[i].value;
+        argv[9 + 4 * i] = b->items[i].flag;
+        argv[10 + 4 * i] = b->items[i].zop;
     }
     for (size_t i = 0; i < argc; i++)
         lens[i] = strlen(argv[i]);
-    if (redisq_eval(jr->f->rq, &script_ledger, fanout_on_ledger_reply, b, 3, (int)argc,
+    if (redisq_eval(jr->f->rq, &script_ledger, fanout_on_ledger_reply, b, 5, (int)argc,
                     argv, lens) == 0)
         b->sent = true;
 out:
@@ -573,6 +650,52 @@ static const struct job *fanout_variant(struct job_run *jr, const char *lang)
 
 /* ---- delivery ---- */
 
+/* fanout_pause - pause provider p for non-urgent units for d seconds
+ * (capped at flow.max_pause_s, plus up to 10 % jitter so instances do not
+ * resume in step). */
+static void fanout_pause(struct fanout *f, struct provider *p, const char *ch, double d,
+                         const char *why)
+{
+    double until;
+
+    if (d > f->cfg->flow.max_pause_s)
+        d = f->cfg->flow.max_pause_s;
+    d += d * 0.1 * ((double)rand() / RAND_MAX);
+    until = clock_mono() + d;
+    if (until <= p->paused_until)
+        return;
+    p->paused_until = until;
+    LOG(LOG_WARN, "fanout", "provider_paused", "channel=%s pause_ms=%ld reason=%s", ch,
+        (long)(d * 1000), why);
+}
+
+/* fanout_flow_result - what a provider's answer means for the provider:
+ * Retry-After pauses it, a run of transient failures opens its circuit,
+ * a success closes it. */
+static void fanout_flow_result(struct fanout *f, const char *ch, const struct delivery_result *res,
+                               int attempt)
+{
+    struct provider *p = fanout_provider(f, ch);
+
+    if (p == NULL)
+        return;
+    if (res->status == DELIVERY_OK) {
+        p->fails = 0;
+        return;
+    }
+    if (res->status != DELIVERY_TRANSIENT)
+        return;
+    if (res->retry_after_ms >= 0) {
+        fanout_pause(f, p, ch, res->retry_after_ms / 1000.0, "retry_after");
+    } else if (res->provider_code == 429) {
+        fanout_pause(f, p, ch, fanout_backoff(f, attempt, -1), "429");
+    } else if (++p->fails >= f->cfg->flow.circuit_failures) {
+        fanout_pause(f, p, ch,
+                     fanout_backoff(f, p->fails - f->cfg->flow.circuit_failures + 1, -1),
+                     "circuit_open");
+    }
+}
+
 static void fanout_on_done(void *arg, const struct delivery_result *res)
 {
     struct delivery_ctx *dc = arg;
@@ -584,10 +707,19 @@ static void fanout_on_done(void *arg, const struct delivery_result *res)
     int attempt = un->attempts;
     const char *ch = unit_channel(pg, u);
     const struct rcpt *r = unit_rcpt(pg, u);
-    char qb[200];
+    const struct config_provider *cp = config_provider(f->cfg, ch);
+    int max_attempts = cp && cp->max_attempts > 0 ? cp->max_attempts
+                                                  : f->cfg->delivery.max_attempts;
+    bool too_old = cp && cp->max_age_s > 0 && jr->accepted_ts > 0 &&
+                   clock_wall() - jr->accepted_ts > cp->max_age_s;
+    long retry_after = res->retry_after_ms;
+    char qb[200], why[160];
 
-    f->inflight--;
+    fanout_inflight_dec(f, jr->lane);
     herold_free(dc);
+    fanout_flow_result(f, ch, res, attempt);
+    if (retry_after > f->cfg->flow.max_pause_s * 1000L)
+        retry_after = f->cfg->flow.max_pause_s * 1000L;
     if (res->status == DELIVERY_OK) {
         if (f->abort_after_ok > 0 && ++f->ok_count == f->abort_after_ok) {
             LOG(LOG_WARN, "fanout", "faultpoint", "point=after_provider_ok n=%ld", f->ok_count);
@@ -598,35 +730,50 @@ static void fanout_on_done(void *arg, const struct delivery_result *res)
             jr->job->id, ch, r->id, attempt, res->provider_code);
         return;
     }
-    if (res->status == DELIVERY_TRANSIENT && attempt < f->cfg->delivery.max_attempts &&
-        !jr->abandoned) {
-        double delay = fanout_backoff(f, attempt, res->retry_after_ms);
+    if (jr->abandoned && res->status == DELIVERY_TRANSIENT) {
+        /* not ours any more: leave the unit to its new owner */
+        fanout_record(pg, u, UNIT_RETRY, ACT_LATER, res->provider_code, res->reason,
+                      clock_wall(), res->in_doubt);
+        return;
+    }
+    if (res->status == DELIVERY_TRANSIENT && attempt < max_attempts && !too_old) {
+        double delay = fanout_backoff(f, attempt, retry_after);
+        double due = clock_wall() + delay;
         LOG(LOG_WARN, "fanout", "delivery_failed",
             "job=%s ch=%s rcpt=%s attempt=%d code=%d class=transient in_doubt=%s "
             "retry_in_ms=%ld reason=%s",
             jr->job->id, ch, r->id, attempt, res->provider_code,
             res->in_doubt ? "yes" : "no", (long)(delay * 1000),
             log_quote(res->reason, qb, sizeof qb));
+        if (jr->expires_at > 0 && due >= jr->expires_at) {
+            fanout_record(pg, u, UNIT_EXPIRED, ACT_FINAL, res->provider_code,
+                          "expires_at comes before the next attempt", 0, false);
+            return;
+        }
         /* an attempt without an answer is counted in doubt now; the
          * resend (from the later set) carries the same idempotency key */
-        fanout_record(pg, u, UNIT_RETRY, ACT_LATER, res->provider_code, res->reason,
-                      clock_wall() + delay, res->in_doubt);
-        return;
-    }
-    if (jr->abandoned && res->status == DELIVERY_TRANSIENT) {
-        /* not ours any more: leave the unit to its new owner */
-        fanout_record(pg, u, UNIT_RETRY, ACT_LATER, res->provider_code, res->reason,
-                      clock_wall(), false);
+        fanout_record(pg, u, UNIT_RETRY, ACT_LATER, res->provider_code, res->reason, due,
+                      res->in_doubt);
         return;
     }
     if (res->status == DELIVERY_PERMANENT && res->provider_code >= 500 &&
         strcmp(ch, "email") == 0 && r->email != NULL)
         fanout_note_bounce(f, jr, r->id, r->email, res->provider_code);
+    if (res->status == DELIVERY_TRANSIENT) {
+        /* the last attempt, or too old to try again: a dead letter, with
+         * the last error */
+        snprintf(why, sizeof why, "%s: %.120s", too_old ? "max age reached" : "attempts exhausted",
+                 res->reason);
+        LOG(LOG_ERROR, "fanout", "delivery_failed",
+            "job=%s ch=%s rcpt=%s attempt=%d code=%d class=%s reason=%s", jr->job->id, ch,
+            r->id, attempt, res->provider_code, too_old ? "max_age" : "attempts_exhausted",
+            log_quote(res->reason, qb, sizeof qb));
+        fanout_record(pg, u, UNIT_DEAD, ACT_FINAL, res->provider_code, why, 0, false);
+        return;
+    }
     LOG(LOG_ERROR, "fanout", "delivery_failed",
-        "job=%s ch=%s rcpt=%s attempt=%d code=%d class=%s reason=%s", jr->job->id, ch,
-        r->id, attempt, res->provider_code,
-        res->status == DELIVERY_PERMANENT ? "permanent" : "attempts_exhausted",
-        log_quote(res->reason, qb, sizeof qb));
+        "job=%s ch=%s rcpt=%s attempt=%d code=%d class=permanent reason=%s", jr->job->id, ch,
+        r->id, attempt, res->provider_code, log_quote(res->reason, qb, sizeof qb));
     fanout_record(pg, u, UNIT_FAILED, ACT_FINAL, res->provider_code, res->reason, 0, false);
 }
 
@@ -660,7 +807,7 @@ static void fanout_submit(struct page *pg, uint32_t u)
         snprintf(res.reason, sizeof res.reason, "%s",
                  dc ? "channel not configured" : "out of memory");
         if (dc == NULL) {
-            f->inflight--;
+            fanout_inflight_dec(f, jr->lane);
             fanout_record(pg, u, UNIT_RETRY, ACT_LATER, 0, res.reason,
                           clock_wall() + fanout_backoff(f, un->attempts, -1), false);
             return;
@@ -693,7 +840,7 @@ static void fanout_submit(struct page *pg, uint32_t u)
             /* Busy or draining: backpressure, not a failed attempt.  The
              * unit waits briefly and keeps its attempt count. */
             herold_free(dc);
-            f->inflight--;
+            fanout_inflight_dec(f, jr->lane);
             un->attempts--;
             fanout_record(pg, u, UNIT_RETRY, ACT_LATER, 0, res.reason, clock_wall() + 0.1,
                           false);
@@ -713,7 +860,6 @@ static void fanout_start_unit(struct page *pg, uint32_t u)
     struct job_run *jr = pg->jr;
     struct fanout *f = jr->f;
     struct unit *un = &pg->u[u];
-    const struct job *j = jr->job;
     const struct fanout_channel *ch = fanout_channel(f, unit_channel(pg, u));
     const char *addr;
     struct herr err;
@@ -721,7 +867,7 @@ static void fanout_start_unit(struct page *pg, uint32_t u)
     un->started = 1;
     un->busy = 1;
     jr->busy_count++;
-    if (j->expires_at > 0 && clock_wall() >= j->expires_at) {
+    if (jr->expires_at > 0 && clock_wall() >= jr->expires_at) {
         fanout_record(pg, u, UNIT_EXPIRED, ACT_FINAL, 0, "expires_at passed", 0, false);
         return;
     }
@@ -746,7 +892,7 @@ static void fanout_start_unit(struct page *pg, uint32_t u)
      * ended without an answer; this resend keeps the idempotency key. */
     bool doubt = un->state == UNIT_SENDING || un->doubt;
     un->doubt = 0;
-    f->inflight++;
+    fanout_inflight_inc(f, jr->lane);
     fanout_record(pg, u, UNIT_SENDING, ACT_SUBMIT, 0, "", 0, doubt);
 }
 
@@ -1044,7 +1190,7 @@ static void fanout_on_page(struct redisq *q, const struct redisq_reply *r, void 
         char qb[160];
         LOG(LOG_WARN, "fanout", "page_read_failed", "job=%s error=%s retry_in_ms=500", j->id,
             log_quote(r ? redisq_reply_str(r, NULL) : "no reply", qb, sizeof qb));
-        jr->hold_until = ev_now(jr->f->loop) + 0.5;
+        jr->hold_until = clock_mono() + 0.5;
         return;   /* read again after the pause */
     }
     n = redisq_reply_len(r);
@@ -1114,6 +1260,8 @@ static void fanout_read_page(struct job_run *jr)
         nids = j->nrcpts - start < size ? j->nrcpts - start : size;
     } else if (j->audience == AUD_TOPICS) {
         nids = j->ntopics;
+    } else if (j->audience == AUD_REACHED) {
+        nids = 1;
     }
     argv = herold_malloc((7 + nch + nids) * sizeof *argv);
     if (argv == NULL)
@@ -1131,6 +1279,8 @@ static void fanout_read_page(struct job_run *jr)
     if (j->audience == AUD_TOPICS)
         for (size_t i = 0; i < j->ntopics; i++)
             argv[argc++] = j->topics[i];
+    else if (j->audience == AUD_REACHED)
+        argv[argc++] = jr->aud_set;
     else if (j->audience != AUD_ALL)
         for (size_t i = 0; i < nids; i++)
             argv[argc++] = j->rcpts[start + i].id;
@@ -1159,7 +1309,7 @@ static void fanout_on_admit(struct redisq *q, const struct redisq_reply *r, void
         char qb[160];
         LOG(LOG_WARN, "fanout", "admit_failed", "job=%s error=%s retry_in_ms=500", jr->job->id,
             log_quote(r ? redisq_reply_str(r, NULL) : "no reply", qb, sizeof qb));
-        jr->hold_until = ev_now(jr->f->loop) + 0.5;
+        jr->hold_until = clock_mono() + 0.5;
         return;   /* the pump asks again after the pause */
     }
     for (size_t i = 0; i < pg->nrc; i++) {
@@ -1260,12 +1410,22 @@ static void fanout_page_ready(struct page *pg)
             un->plan = PLAN_DEFER;
         if (un->plan == PLAN_SUPPRESS)
             fanout_decide(pg, u, UNIT_SUPPRESSED, un->reason, 0);
+        else if (un->plan == PLAN_DEFER && jr->cancelled)
+            fanout_decide(pg, u, UNIT_CANCELLED, "job cancelled", 0);
+        else if (un->plan == PLAN_DEFER && jr->expires_at > 0 && rc->quiet_end >= jr->expires_at)
+            fanout_decide(pg, u, UNIT_EXPIRED, "expires_at comes before the quiet hours end", 0);
         else if (un->plan == PLAN_DEFER)
             fanout_decide(pg, u, UNIT_DEFERRED, "quiet hours", rc->quiet_end);
     }
 }
 
 /* ---- the later set: retries and quiet hours ---- */
+
+/* fanout_closing - jr delivers nothing more: cancelled or expired. */
+static bool fanout_closing(struct job_run *jr)
+{
+    return jr->cancelled || (jr->expires_at > 0 && clock_wall() >= jr->expires_at);
+}
 
 static void fanout_on_take(struct redisq *q, const struct redisq_reply *r, void *arg)
 {
@@ -1334,7 +1494,10 @@ static void fanout_take(struct job_run *jr)
     double t = clock_wall();
     const char *argv[6];
 
-    snprintf(now, sizeof now, "%.3f", t);
+    /* a cancelled or expired job takes everything: it is all final now */
+    snprintf(now, sizeof now, "%s", fanout_closing(jr) ? "+inf" : "");
+    if (now[0] == '\0')
+        snprintf(now, sizeof now, "%.3f", t);
     snprintf(lease, sizeof lease, "%.3f", t + f->cfg->audience.sending_lease_s);
     snprintf(lim, sizeof lim, "%d", f->cfg->audience.page);
     snprintf(ck, sizeof ck, "%scitizen:", f->cfg->redis.prefix);
@@ -1390,6 +1553,31 @@ static void fanout_checkpoint(struct job_run *jr)
     }
 }
 
+static void fanout_on_cancel_mark(struct redisq *q, const struct redisq_reply *r, void *arg)
+{
+    struct job_run *jr = arg;
+    size_t n = 0;
+
+    (void)q;
+    jr->cancel_asking = false;
+    jr->cancel_check_at = clock_mono() + FANOUT_CANCEL_POLL;
+    if (r != NULL && redisq_reply_type(r) == REDISQ_STR && redisq_reply_str(r, &n) && n > 0 &&
+        !jr->cancelled) {
+        LOG(LOG_INFO, "fanout", "job_cancelled", "job=%s action=record_rest", jr->job->id);
+        jr->cancelled = true;
+    }
+    fanout_maybe_end(jr);
+}
+
+/* fanout_check_cancel - look at the job record's cancel mark. */
+static void fanout_check_cancel(struct job_run *jr)
+{
+    const char *argv[] = {"HGET", jr->job_key, "cancel"};
+
+    if (redisq_argv(jr->f->rq, fanout_on_cancel_mark, jr, 0, 3, argv, NULL) == 0)
+        jr->cancel_asking = true;
+}
+
 /* fanout_feed - keep jr's pages coming: the next main page, admission
  * retries, due units from the later set. */
 static void fanout_feed(struct job_run *jr)
@@ -1397,7 +1585,7 @@ static void fanout_feed(struct job_run *jr)
     struct fanout *f = jr->f;
     size_t ahead = (size_t)f->cfg->audience.pages_ahead;
 
-    if (jr->abandoned || jr->ended || !redisq_is_up(f->rq) || ev_now(f->loop) < jr->hold_until)
+    if (jr->abandoned || jr->ended || !redisq_is_up(f->rq) || clock_mono() < jr->hold_until)
         return;
     for (struct page *pg = jr->pages; pg; pg = pg->next)
         if (!pg->ready && !pg->admitting)
@@ -1407,16 +1595,125 @@ static void fanout_feed(struct job_run *jr)
             fanout_admit(pg);
     if (!jr->exhausted && !jr->loading && jr->npages < ahead)
         fanout_read_page(jr);
-    if (!jr->taking && jr->nlpages < ahead && clock_wall() >= jr->later_due &&
+    if (!jr->taking && jr->nlpages < ahead &&
+        (clock_wall() >= jr->later_due || (fanout_closing(jr) && jr->later_left != 0)) &&
         (jr->later_left != 0 || jr->later_writes_seen != jr->later_writes))
         fanout_take(jr);
+    if (!jr->cancelled && !jr->cancel_asking && clock_mono() >= jr->cancel_check_at)
+        fanout_check_cancel(jr);
 }
 
-/* fanout_run_next - the next unit of jr that may start now. */
-static bool fanout_run_next(struct job_run *jr, struct page **pgp, uint32_t *up)
+/* ---- flow: tokens, priorities ---- */
+
+static void fanout_on_grant(struct redisq *q, const struct redisq_reply *r, void *arg)
 {
-    if (jr->abandoned || jr->ended)
+    struct provider *p = arg;
+
+    (void)q;
+    p->asking = false;
+    if (r == NULL || redisq_reply_type(r) != REDISQ_ARRAY || redisq_reply_len(r) < 2) {
+        p->ask_after = clock_mono() + 0.1;
+        return;
+    }
+    p->granted = (double)redisq_reply_int(redisq_reply_elem(r, 0));
+    p->grant_at = clock_mono();
+    if (p->granted < 1)
+        p->ask_after = p->grant_at + redisq_reply_int(redisq_reply_elem(r, 1)) / 1e6;
+    /* the prepare watcher runs the pump before the loop sleeps again */
+}
+
+/* fanout_ask_tokens - ask the shared limit for what this pump missed. */
+static void fanout_ask_tokens(struct fanout *f, struct provider *p, double now)
+{
+    char rate[32], burst[32], n[16];
+    unsigned want = p->want;
+
+    if (p->asking || now < p->ask_after || !redisq_is_up(f->rq))
+        return;
+    if (want > (unsigned)p->cp->burst)
+        want = (unsigned)p->cp->burst;
+    if (want < 1)
+        want = 1;
+    snprintf(rate, sizeof rate, "%.6f", p->cp->rate);
+    snprintf(burst, sizeof burst, "%.6f", p->cp->burst);
+    snprintf(n, sizeof n, "%u", want);
+    const char *argv[] = {p->key, rate, burst, n};
+    if (redisq_eval(f->rq, &script_gcra, fanout_on_grant, p, 1, 4, argv, NULL) == 0)
+        p->asking = true;
+}
+
+/* fanout_token - may a unit of lane start on provider p now?  Takes the
+ * token if so.  Urgent units pass a pause (never the rate limit); others
+ * wait while an urgent unit waits for the same provider. */
+static bool fanout_token(struct fanout *f, struct provider *p, bool urgent, double now)
+{
+    const struct config_provider *cp = p->cp;
+
+    if (p->blocked || (!urgent && p->urgent_waits))
         return false;
+    if (!urgent && now < p->paused_until) {
+        p->blocked = true;
+        return false;
+    }
+    if (cp == NULL || cp->rate <= 0)
+        return true;
+    if (!cp->shared) {
+        if (rl_take(&p->bucket, now))
+            return true;
+    } else {
+        if (p->granted >= 1 && now - p->grant_at <= FANOUT_GRANT_TTL) {
+            p->granted -= 1;
+            return true;
+        }
+        p->granted = 0;
+        /* count the demand up to a burst, so one grant serves it */
+        if (++p->want < (unsigned)cp->burst) {
+            if (urgent)
+                p->urgent_waits = true;
+            return false;
+        }
+    }
+    p->blocked = true;
+    if (urgent)
+        p->urgent_waits = true;
+    (void)f;
+    return false;
+}
+
+/* fanout_job_blocked - no channel of jr can start a unit in this pump. */
+static bool fanout_job_blocked(const struct job_run *jr)
+{
+    for (size_t c = 0; c < jr->job->nchannels; c++) {
+        const struct provider *p = fanout_provider(jr->f, jr->job->channels[c]);
+        if (p == NULL || !p->blocked)
+            return false;
+    }
+    return true;
+}
+
+/* fanout_warming - jr is urgent and still reading its audience: its first
+ * deliveries are not known yet, so nothing else may start. */
+static bool fanout_warming(const struct job_run *jr)
+{
+    if (jr->abandoned || jr->ended || jr->cancelled)
+        return false;
+    for (const struct page *pg = jr->pages; pg; pg = pg->next)
+        if (!pg->ready)
+            return true;
+    return !jr->exhausted && jr->pages == NULL;
+}
+
+/* fanout_run_units - start jr's ready units while the window (cap in
+ * total, lane_cap for jr's lane) has room and providers have tokens;
+ * decide the units of a cancelled or expired job. */
+static void fanout_run_units(struct job_run *jr, size_t cap, size_t lane_cap, double now)
+{
+    struct fanout *f = jr->f;
+    bool urgent = jr->lane == LANE_URGENT;
+    double wall = clock_wall();
+
+    if (jr->abandoned || jr->ended)
+        return;
     for (int pass = 0; pass < 2; pass++) {
         for (struct page *pg = pass ? jr->lpages : jr->pages; pg; pg = pg->next) {
             if (!pg->ready)
@@ -1424,21 +1721,77 @@ static bool fanout_run_next(struct job_run *jr, struct page **pgp, uint32_t *up)
             while (pg->scan < pg->nu && pg->u[pg->scan].started)
                 pg->scan++;
             for (size_t u = pg->scan; u < pg->nu; u++) {
-                if (!pg->u[u].started && pg->u[u].plan == PLAN_SEND) {
-                    *pgp = pg;
-                    *up = (uint32_t)u;
-                    return true;
+                struct unit *un = &pg->u[u];
+                struct provider *p;
+                if (un->started || un->plan != PLAN_SEND)
+                    continue;
+                if (jr->cancelled) {
+                    fanout_decide(pg, (uint32_t)u, UNIT_CANCELLED, "job cancelled", 0);
+                    continue;
                 }
+                if (jr->expires_at > 0 && wall >= jr->expires_at) {
+                    fanout_decide(pg, (uint32_t)u, UNIT_EXPIRED, "expires_at passed", 0);
+                    continue;
+                }
+                if (f->inflight >= cap || f->lane_inflight[jr->lane] >= lane_cap)
+                    return;
+                p = fanout_provider(f, unit_channel(pg, (uint32_t)u));
+                if (p != NULL && !fanout_token(f, p, urgent, now)) {
+                    if (fanout_job_blocked(jr))
+                        return;
+                    continue;
+                }
+                fanout_start_unit(pg, (uint32_t)u);
             }
         }
     }
-    return false;
 }
 
-/* fanout_pump - start units while the window has room, urgent first. */
+/* fanout_wake_at - arm the wake timer for the earliest moment a blocked
+ * provider may have a token again. */
+static void fanout_wake_at(struct fanout *f, double now)
+{
+    double next = HUGE_VAL;
+
+    for (size_t i = 0; i < f->nchannels; i++) {
+        struct provider *p = &f->prov[i];
+        double t = now;
+        if (!p->blocked && !p->urgent_waits && p->want == 0)
+            continue;
+        if (now < p->paused_until)
+            t = p->paused_until;
+        if (p->cp && p->cp->rate > 0) {
+            /* shared: a grant being asked for wakes the loop by itself */
+            double w = p->cp->shared ? (p->asking ? HUGE_VAL : p->ask_after)
+                                     : now + rl_wait(&p->bucket, now);
+            if (w > t)
+                t = w;
+        }
+        if (t < next)
+            next = t;
+    }
+    if (next == HUGE_VAL)
+        return;
+    next -= now;
+    if (next < 0.002)
+        next = 0.002;
+    if (ev_is_active(&f->wake) && ev_timer_remaining(f->loop, &f->wake) <= next)
+        return;
+    ev_timer_stop(f->loop, &f->wake);
+    ev_timer_set(&f->wake, next, 0.);
+    ev_timer_start(f->loop, &f->wake);
+}
+
+/* fanout_pump - start units while the window has room (docs/flow.md,
+ * "Priorities"): urgent first and strictly; bulk keeps its share of the
+ * window against normal; a reserve of the window is urgent's alone. */
 static void fanout_pump(struct fanout *f)
 {
     size_t window = (size_t)f->cfg->delivery.window;
+    size_t lim = window - (size_t)f->cfg->flow.urgent_reserve;
+    size_t share = window / (size_t)f->cfg->flow.bulk_share;
+    bool warming = false;
+    double now = clock_mono();
 
     for (int lane = 0; lane < LANE_COUNT; lane++)
         for (struct job_run *jr = f->runs[lane]; jr; jr = jr->nextrun) {
@@ -1448,18 +1801,30 @@ static void fanout_pump(struct fanout *f)
         }
     if (f->draining)
         return;
-    for (int lane = 0; lane < LANE_COUNT; lane++) {
-        for (struct job_run *jr = f->runs[lane]; jr; jr = jr->nextrun) {
-            struct page *pg;
-            uint32_t u;
-            /* f->inflight counts units from their `sending` record to
-             * their channel's done: that is the window. */
-            while (f->inflight < window && fanout_run_next(jr, &pg, &u))
-                fanout_start_unit(pg, u);
-            if (f->inflight >= window)
-                return;
-        }
+    for (size_t i = 0; i < f->nchannels; i++) {
+        f->prov[i].blocked = false;
+        f->prov[i].urgent_waits = false;
+        f->prov[i].want = 0;
     }
+    for (struct job_run *jr = f->runs[LANE_URGENT]; jr; jr = jr->nextrun) {
+        fanout_run_units(jr, window, window, now);
+        warming |= fanout_warming(jr);
+    }
+    if (!warming) {
+        if (share == 0)
+            share = 1;
+        if (f->lane_inflight[LANE_BULK] < share)
+            for (struct job_run *jr = f->runs[LANE_BULK]; jr; jr = jr->nextrun)
+                fanout_run_units(jr, lim, share, now);
+        for (struct job_run *jr = f->runs[LANE_NORMAL]; jr; jr = jr->nextrun)
+            fanout_run_units(jr, lim, window, now);
+        for (struct job_run *jr = f->runs[LANE_BULK]; jr; jr = jr->nextrun)
+            fanout_run_units(jr, lim, window, now);
+    }
+    for (size_t i = 0; i < f->nchannels; i++)
+        if (f->prov[i].want > 0 && f->prov[i].cp && f->prov[i].cp->shared)
+            fanout_ask_tokens(f, &f->prov[i], now);
+    fanout_wake_at(f, now);
 }
 
 /* fanout_flush_all - close open batches and resend unconfirmed ones. */
@@ -1522,6 +1887,14 @@ static void fanout_on_tick(struct ev_loop *loop, ev_timer *w, int revents)
      * starts due retries and resends unconfirmed batches. */
 }
 
+static void fanout_on_wake(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    /* like the tick: the prepare watcher runs the pump */
+}
+
 static void fanout_on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct fanout *f = w->data;
@@ -1556,6 +1929,21 @@ struct fanout *fanout_new(struct ev_loop *loop, const struct herold_config *cfg,
     f->on_end = on_end;
     f->arg = arg;
     f->abort_after_ok = abort_after_ok;
+    f->prov = herold_calloc(nchannels ? nchannels : 1, sizeof *f->prov);
+    if (f->prov == NULL) {
+        herold_free(f);
+        return NULL;
+    }
+    for (size_t i = 0; i < nchannels; i++) {
+        struct provider *p = &f->prov[i];
+        p->cp = config_provider(cfg, channels[i].ops->name);
+        if (p->cp)
+            rl_init(&p->bucket, p->cp->rate, p->cp->burst, clock_mono());
+        snprintf(p->key, sizeof p->key, "%srl:%s", cfg->redis.prefix, channels[i].ops->name);
+    }
+    track_key(f->dlq_index_key, cfg->redis.prefix, "dlq");
+    ev_init(&f->wake, fanout_on_wake);
+    f->wake.data = f;
     ev_prepare_init(&f->prepare, fanout_on_prepare);
     f->prepare.data = f;
     ev_prepare_start(loop, &f->prepare);
@@ -1581,6 +1969,8 @@ void fanout_free(struct fanout *f)
     ev_ref(f->loop);
     ev_timer_stop(f->loop, &f->tick);
     ev_timer_stop(f->loop, &f->deadline);
+    ev_timer_stop(f->loop, &f->wake);
+    herold_free(f->prov);
     herold_free(f);
 }
 
@@ -1596,7 +1986,8 @@ static int fanout_sort_cmp(const void *a, const void *b)
 }
 
 struct job_run *fanout_add(struct fanout *f, struct job *job, enum track_lane lane,
-                           const char *entry, const char *cursor, bool fresh)
+                           const char *entry, const char *cursor, bool fresh,
+                           double accepted_ts, bool cancelled)
 {
     struct job_run *jr = herold_calloc(1, sizeof *jr), **pp;
     enum aud_contact contact[JOB_MAX_CHANNELS];
@@ -1610,6 +2001,17 @@ struct job_run *fanout_add(struct fanout *f, struct job *job, enum track_lane la
     track_key_job(jr->job_key, f->cfg->redis.prefix, job->id);
     track_key_units(jr->units_key, f->cfg->redis.prefix, job->id);
     track_key_later(jr->later_key, f->cfg->redis.prefix, job->id);
+    track_key_dlq(jr->dlq_key, f->cfg->redis.prefix, job->id);
+    jr->accepted_ts = accepted_ts > 0 ? accepted_ts : clock_wall();
+    jr->cancelled = cancelled;
+    jr->expires_at = job->expires_at;
+    if (jr->expires_at <= 0 && strcmp(job->kind, "alert") == 0)
+        jr->expires_at = jr->accepted_ts + f->cfg->flow.alert_expiry_s;
+    if (cursor != NULL && strcmp(cursor, "$end") == 0) {
+        /* queued again for its later set only (herold dlq retry) */
+        jr->exhausted = true;
+        cursor = "";
+    }
     for (size_t c = 0; c < job->nchannels; c++)
         contact[c] = fanout_contact_kind(f, job->channels[c]);
     aud_job_init(&jr->aj, job, contact);
@@ -1618,6 +2020,10 @@ struct job_run *fanout_add(struct fanout *f, struct job *job, enum track_lane la
     case AUD_CITIZENS:   snprintf(jr->mode, sizeof jr->mode, "ids"); break;
     case AUD_TOPICS:     snprintf(jr->mode, sizeof jr->mode, "topics"); break;
     case AUD_ALL:        snprintf(jr->mode, sizeof jr->mode, "all"); break;
+    case AUD_REACHED:
+        snprintf(jr->mode, sizeof jr->mode, "set");
+        snprintf(jr->aud_set, sizeof jr->aud_set, "job:%s:aud", job->id);
+        break;
     }
     if (fresh)
         strcat(jr->mode, "+fresh");

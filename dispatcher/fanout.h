@@ -84,11 +84,15 @@ void fanout_free(struct fanout *f);
 /* fanout_add - start delivering job (ownership passes to the run), read
  * from lane at stream entry `entry`, from the checkpoint cursor ("" at the
  * start) the begin script returned; fresh when the job's ledger was empty
- * then (its pages need no ledger lookups).  Returns the run, or NULL when memory
+ * then (its pages need no ledger lookups).  Cursor "$end": the audience was
+ * read before; only the later set is left.  accepted_ts (unix seconds, 0
+ * unknown) dates the job for max_age_s and the alert expiry; cancelled
+ * when the job record already carries its cancel mark.  Returns the run, or NULL when memory
  * ran out (job is then freed; the stream entry stays pending and is
  * retried). */
 struct job_run *fanout_add(struct fanout *f, struct job *job, enum track_lane lane,
-                           const char *entry, const char *cursor, bool fresh);
+                           const char *entry, const char *cursor, bool fresh,
+                           double accepted_ts, bool cancelled);
 
 /* Renders job (a copy whose parts are empty) for a citizen's language
  * lang; 0 or -1 with err.  Set by the owner of the message set. */

@@ -31,7 +31,9 @@
 #include "alloc.h"
 
 /* A send_at at most this far ahead of `now` counts as "now". */
-#define JOB_SEND_AT_SLACK 5.0
+#define JOB_SEND_AT_SLACK 1.0
+/* How far ahead a job may be scheduled. */
+#define JOB_SEND_AT_MAX (400.0 * 86400)
 #define JOB_META_MAX_BYTES 4096
 #define JOB_RCPT_ID_MAX 64
 #define JOB_EMAIL_MIN 3
@@ -46,7 +48,7 @@
 static const char *const job_known_fields[] = {
     "v", "id", "kind", "priority", "channels", "audience", "subject", "text",
     "html", "template", "data", "lang", "topic", "send_at", "expires_at", "options",
-    "meta",
+    "meta", "references", "msg_type",
 };
 
 const char *const job_part_names[JOB_PARTS] = {
@@ -61,8 +63,10 @@ static const char *const job_kinds[] = {
 static const char *const job_priorities[] = {"urgent", "normal", "bulk"};
 
 static const char *const job_audience_forms[] = {
-    "recipients", "citizens", "topic", "topics", "all",
+    "recipients", "citizens", "topic", "topics", "all", "reached_by",
 };
+
+static const char *const job_msg_types[] = {"alert", "update", "cancel"};
 
 /* Recipient id and its index, sorted to find duplicates in O(n log n). */
 struct job_rcpt_key {
@@ -344,9 +348,6 @@ static int job_check_fields(json_t *root, struct herr *err)
     const char *key;
     json_t *v;
 
-    if (json_object_get(root, "references") != NULL)
-        return job_bad(err, "references",
-                       "not supported by this version of herold yet");
     json_object_foreach(root, key, v) {
         if (job_in_list(key, job_known_fields, JOB_COUNT(job_known_fields)) < 0)
             return job_bad(err, job_key_shown(key),
@@ -665,12 +666,14 @@ static int job_check_audience(struct job *j, json_t *root,
         }
         if (form != NULL) {
             snprintf(path, sizeof path, "audience.%s", key);
-            return job_bad(err, path, "only one of recipients, citizens, topic, topics, all");
+            return job_bad(err, path, "only one of recipients, citizens, topic, topics, all, "
+                           "reached_by");
         }
         form = key;
     }
     if (form == NULL)
-        return job_bad(err, "audience", "expected one of recipients, citizens, topic, topics, all");
+        return job_bad(err, "audience", "expected one of recipients, citizens, topic, topics, "
+                       "all, reached_by");
     if (strcmp(form, "citizens") == 0) {
         j->audience = AUD_CITIZENS;
         return job_check_citizens(j, json_object_get(aud, form), lim, err);
@@ -683,6 +686,14 @@ static int job_check_audience(struct job *j, json_t *root,
         if (!json_is_true(json_object_get(aud, "all")))
             return job_bad(err, "audience.all", "expected true");
         j->audience = AUD_ALL;
+        return 0;
+    }
+    if (strcmp(form, "reached_by") == 0) {
+        const char *id = json_string_value(json_object_get(aud, form));
+        if (id == NULL || !job_id_ok(id, JOB_ID_MAX))
+            return job_bad(err, "audience.reached_by", "expected a job id");
+        j->audience = AUD_REACHED;
+        j->reached_by = id;
         return 0;
     }
 
@@ -853,14 +864,51 @@ static int job_check_times(struct job *j, json_t *root, double now,
 {
     if (job_check_time(root, "send_at", &j->send_at, err))
         return -1;
-    if (j->send_at > now + JOB_SEND_AT_SLACK)
-        return job_bad(err, "send_at", "scheduled delivery is not supported by "
-                       "this version of herold yet");
+    if (j->send_at > now + JOB_SEND_AT_MAX)
+        return job_bad(err, "send_at", "more than 400 days ahead");
     if (job_check_time(root, "expires_at", &j->expires_at, err))
         return -1;
     if (j->send_at > 0 && j->expires_at > 0 && j->expires_at <= j->send_at)
         return job_bad(err, "expires_at", "must be after send_at");
     return 0;
+}
+
+/* job_check_references - references and msg_type (docs/flow.md,
+ * "Emergency path"): an update or cancel names an earlier alert, and only
+ * a cancel may go to the citizens that alert reached. */
+static int job_check_references(struct job *j, json_t *root, struct herr *err)
+{
+    const char *s;
+
+    if (job_string(root, "msg_type", false, &s, err))
+        return -1;
+    if (s != NULL && job_in_list(s, job_msg_types, JOB_COUNT(job_msg_types)) < 0)
+        return job_bad(err, "msg_type", "expected one of alert, update, cancel");
+    j->msg_type = s ? s : "alert";
+    if (job_string(root, "references", false, &s, err))
+        return -1;
+    if (s != NULL && !job_id_ok(s, JOB_ID_MAX))
+        return job_bad(err, "references", "expected the job id of an earlier alert");
+    if (s != NULL && strcmp(s, j->id) == 0)
+        return job_bad(err, "references", "a job cannot reference itself");
+    j->references = s;
+    if (s != NULL && strcmp(j->kind, "alert") != 0)
+        return job_bad(err, "references", "only an alert (kind alert) can update or cancel "
+                       "an earlier alert");
+    if (s != NULL && strcmp(j->msg_type, "alert") == 0)
+        return job_bad(err, "msg_type", "required with references: update or cancel");
+    if (s == NULL && strcmp(j->msg_type, "alert") != 0)
+        return job_bad(err, "references", "required with msg_type %s", j->msg_type);
+    if (j->audience == AUD_REACHED &&
+        (s == NULL || strcmp(j->reached_by, s) != 0 || strcmp(j->msg_type, "cancel") != 0))
+        return job_bad(err, "audience.reached_by", "only for a cancel (msg_type cancel) of "
+                       "the job in references");
+    return 0;
+}
+
+bool job_scheduled(const struct job *j, double now)
+{
+    return j->send_at > now + JOB_SEND_AT_SLACK;
 }
 
 /* job_check_options - per-channel option objects for listed channels. */
@@ -967,8 +1015,8 @@ static int job_validate(struct job *j, const char *lane,
     if (j->topic == NULL && j->audience == AUD_TOPICS && j->ntopics == 1)
         j->topic = j->topics[0];
 
-    if (job_check_times(j, root, now, err) || job_check_options(j, root, err) ||
-        job_check_meta(root, err))
+    if (job_check_times(j, root, now, err) || job_check_references(j, root, err) ||
+        job_check_options(j, root, err) || job_check_meta(root, err))
         return -1;
     return 0;
 }

@@ -44,6 +44,7 @@ enum job_audience {
     AUD_CITIZENS,       /* explicit citizen ids: records in Redis */
     AUD_TOPICS,         /* the subscribers of one or more topics */
     AUD_ALL,            /* every citizen */
+    AUD_REACHED,        /* the citizens an earlier alert reached (reached_by) */
 };
 
 #define JOB_MAX_TOPICS 16
@@ -71,6 +72,9 @@ struct job {
     const char *topics[JOB_MAX_TOPICS];   /* AUD_TOPICS */
     size_t ntopics;
     bool lang_given;               /* "lang" was in the job (else citizens' own) */
+    const char *references;        /* an earlier alert's job id, or NULL */
+    const char *msg_type;          /* "alert" (default), "update" or "cancel" */
+    const char *reached_by;        /* AUD_REACHED: that job's id */
     double send_at;                /* unix seconds, 0 if absent */
     double expires_at;             /* unix seconds, 0 if absent */
     const json_t *options;         /* "options" object or NULL */
@@ -102,6 +106,10 @@ void job_free(struct job *j);
 /* job_id_ok - 1 if s is a valid job or recipient id of at most max chars
  * (A-Z a-z 0-9 . _ : -), else 0. */
 int job_id_ok(const char *s, size_t max);
+
+/* job_scheduled - is j due later than now (unix seconds), so that it
+ * waits in the scheduled set? */
+bool job_scheduled(const struct job *j, double now);
 
 /* job_parse_time - RFC 3339 date-time ("2026-12-01T07:00:00+01:00",
  * "...Z", optional fraction) into unix seconds; -1 if malformed. */

@@ -2,7 +2,8 @@
  * scripts - Lua sources of herold's atomic Redis transitions.
  *
  * Unit values in the ledger hash are "state|attempts|code|reason".  The
- * terminal states are sent, failed, suppressed and expired; a transition
+ * terminal states are sent, failed, suppressed, expired, dead and
+ * cancelled; a transition
  * out of a terminal state is refused (compare-and-set), so a replayed or
  * stale write is a no-op and the job counters stay exact.
  */
@@ -36,7 +37,7 @@ struct redisq_script script_reject = {"reject",
 
 /* begin - KEYS: job hash, units hash, lane stream, dead stream, events.
  * ARGV: group, entry, lane, ts, units, max deliveries, kind, events maxlen,
- * payload, job id, consumer, retention seconds.
+ * payload, job id, consumer, retention seconds, now (unix seconds).
  * Returns {"gone"} when the entry is no longer pending for this consumer,
  * {"dup", entry} when the job id was accepted from another entry (this one
  * is acked and deleted), {"dead", deliveries} when it was delivered more
@@ -44,7 +45,8 @@ struct redisq_script script_reject = {"reject",
  * progress is a change of the ledger size, the counters or the cursor, so
  * a long fan-out that survives several crashes is not a poison job), else {"run", cursor, units}:
  * the fan-out's checkpoint (field `cursor`, "" when none) to resume from,
- * and the number of ledger fields so far ("0": a fresh start). */
+ * the number of ledger fields so far ("0": a fresh start), the unix time
+ * the job was first accepted (`accepted_ts`), and its cancel mark ("" none). */
 struct redisq_script script_begin = {"begin",
     "local p = redis.call('XPENDING', KEYS[3], ARGV[1], ARGV[2], ARGV[2], 1)\n"
     "if not p[1] or p[1][2] ~= ARGV[11] then return {'gone'} end\n"
@@ -91,24 +93,32 @@ struct redisq_script script_begin = {"begin",
     "  redis.call('HSET', KEYS[1], 'id', ARGV[10], 'entry', ARGV[2], 'lane', ARGV[3],\n"
     "    'kind', ARGV[7], 'submitted_at', ARGV[4])\n"
     "end\n"
+    "redis.call('HSETNX', KEYS[1], 'accepted_ts', ARGV[13])\n"
     "if redis.call('HSETNX', KEYS[1], 'accepted_at', ARGV[4]) == 1 then\n"
     "  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 'ts', ARGV[4],\n"
     "    'event', 'accepted', 'job', ARGV[10], 'entry', ARGV[2], 'units', ARGV[5])\n"
     "end\n"
     "redis.call('HSET', KEYS[1], 'state', 'running')\n"
     "redis.call('PERSIST', KEYS[1])\n"
-    "return {'run', cursor, units}\n", {0}};
+    "return {'run', cursor, units, redis.call('HGET', KEYS[1], 'accepted_ts'),\n"
+    "  redis.call('HGET', KEYS[1], 'cancel') or ''}\n", {0}};
 
-/* ledger - KEYS: job hash, units hash, later set.  ARGV: quadruples of
- * field ("<channel>:<recipient>"), value ("state|attempts|code|reason"),
- * flags ("d": count one in-doubt resend, "-": none) and the unit's place
- * in the later set ("-": leave, "x": remove, a number: add with that due
- * time).  Compare-and-set: a unit already in a terminal state is left
- * alone.  A new field bumps `units`; terminal transitions bump
- * c:<channel>:<state>; retry and deferred bump c:<channel>:retries and
- * c:<channel>:deferred.  Returns the number applied. */
+/* ledger - KEYS: job hash, units hash, later set, job dlq, dlq index.
+ * ARGV: now (unix seconds), job id, then quadruples of field
+ * ("<channel>:<recipient>"), value ("state|attempts|code|reason"), flags
+ * ("d": count one in-doubt resend, "-": none) and the unit's place in the
+ * later set ("-": leave, "x": remove, a number: add with that due time).
+ * Compare-and-set: a unit already in a terminal state is left alone.  A
+ * new field bumps `units`; terminal transitions bump c:<channel>:<state>;
+ * retry and deferred bump c:<channel>:retries and c:<channel>:deferred.
+ * A `dead` unit joins the job's dead letters and the job the dlq index.
+ * Once the job record has `cancel`, a `sending` value is recorded as
+ * `cancelled` instead (and leaves the later set): no provider is called
+ * for a cancelled job, whichever instance runs it.  Returns {applied,
+ * cancelled (0/1), then the 1-based positions turned into `cancelled`}. */
 struct redisq_script script_ledger = {"ledger",
-    "local term = {sent=true, failed=true, suppressed=true, expired=true}\n"
+    "local term = {sent=true, failed=true, suppressed=true, expired=true, dead=true,\n"
+    "  cancelled=true}\n"
     "local function chunked(cmd, key, list)\n"
     "  local out = {}\n"
     "  for a = 1, #list, 1000 do\n"
@@ -117,19 +127,29 @@ struct redisq_script script_ledger = {"ledger",
     "  end\n"
     "  return out\n"
     "end\n"
+    "local cancel = redis.call('HEXISTS', KEYS[1], 'cancel') == 1\n"
     "local fields = {}\n"
-    "for i = 1, #ARGV, 4 do fields[#fields + 1] = ARGV[i] end\n"
+    "for i = 3, #ARGV, 4 do fields[#fields + 1] = ARGV[i] end\n"
     "local olds = chunked('HMGET', KEYS[2], fields)\n"
-    "local set, incr, zadd, zrem, applied = {}, {}, {}, {}, 0\n"
+    "local set, incr, zadd, zrem, dead, applied = {}, {}, {}, {}, {}, 0\n"
+    "local res = {0, cancel and 1 or 0}\n"
     "for k = 1, #fields do\n"
-    "  local i = (k - 1) * 4 + 1\n"
+    "  local i = (k - 1) * 4 + 3\n"
     "  local old = olds[k]\n"
     "  local olds_ = old and string.match(old, '^([a-z]+)')\n"
     "  if not (olds_ and term[olds_]) then\n"
     "    local v = ARGV[i + 1]\n"
+    "    local s = string.match(v, '^([a-z]+)')\n"
+    "    local z = ARGV[i + 3]\n"
+    "    if cancel and s == 'sending' then\n"
+    "      local att = string.match(v, '^[a-z]+|(%d+)|') or '0'\n"
+    "      v = 'cancelled|' .. att .. '|0|job cancelled'\n"
+    "      s = 'cancelled'\n"
+    "      z = 'x'\n"
+    "      res[#res + 1] = k\n"
+    "    end\n"
     "    set[#set + 1] = ARGV[i]\n"
     "    set[#set + 1] = v\n"
-    "    local s = string.match(v, '^([a-z]+)')\n"
     "    local ch = string.match(ARGV[i], '^([^:]+)')\n"
     "    local c = nil\n"
     "    if term[s] then c = 'c:' .. ch .. ':' .. s\n"
@@ -141,7 +161,7 @@ struct redisq_script script_ledger = {"ledger",
     "      local d = 'c:' .. ch .. ':in_doubt'\n"
     "      incr[d] = (incr[d] or 0) + 1\n"
     "    end\n"
-    "    local z = ARGV[i + 3]\n"
+    "    if s == 'dead' then dead[#dead + 1] = ARGV[1]; dead[#dead + 1] = ARGV[i] end\n"
     "    if z == 'x' then zrem[#zrem + 1] = ARGV[i]\n"
     "    elseif z ~= '-' then zadd[#zadd + 1] = z; zadd[#zadd + 1] = ARGV[i] end\n"
     "    applied = applied + 1\n"
@@ -152,13 +172,19 @@ struct redisq_script script_ledger = {"ledger",
     "if #set > 0 then chunked('HSET', KEYS[2], set) end\n"
     "if #zrem > 0 then chunked('ZREM', KEYS[3], zrem) end\n"
     "if #zadd > 0 then chunked('ZADD', KEYS[3], zadd) end\n"
+    "if #dead > 0 then\n"
+    "  chunked('ZADD', KEYS[4], dead)\n"
+    "  redis.call('ZADD', KEYS[5], ARGV[1], ARGV[2])\n"
+    "end\n"
     "for c, n in pairs(incr) do redis.call('HINCRBY', KEYS[1], c, n) end\n"
-    "return applied\n", {0}};
+    "res[1] = applied\n"
+    "return res\n", {0}};
 
 /* page - KEYS: units hash.  ARGV: prefix, mode ("topics", "all", "ids" or
  * "explicit"; with "+fresh" when the job's ledger was empty when this run
  * began, so there is nothing to look up in it), cursor, page size, channel count n, n channel names, then
  * the topic names ("topics") or this page's ids ("ids", "explicit").
+ * ("set": one key suffix, e.g. "job:<id>:aud", instead of topic names).
  * Reads the next page of the audience in a stable order: ZRANGEBYLEX over
  * each topic's set in turn (a citizen also in an earlier topic of the job
  * is skipped there) or over `citizens`; the cursor is "<set>|<last id>".
@@ -171,9 +197,10 @@ struct redisq_script script_page = {"page",
     "local size, nch = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
     "local rest = 6 + nch\n"
     "local ids, out = {}, {'', 0}\n"
-    "if mode == 'topics' or mode == 'all' then\n"
+    "if mode == 'topics' or mode == 'all' or mode == 'set' then\n"
     "  local sets = {}\n"
     "  if mode == 'all' then sets[1] = prefix .. 'citizens'\n"
+    "  elseif mode == 'set' then sets[1] = prefix .. ARGV[rest]\n"
     "  else for i = rest, #ARGV do sets[#sets + 1] = prefix .. 'topic:' .. ARGV[i] end end\n"
     "  local si, last = 1, ''\n"
     "  if cursor ~= '' then\n"
@@ -261,7 +288,8 @@ struct redisq_script script_admit = {"admit",
  * (or erased) are dropped.  Returns {members left (leased ones included),
  * earliest due or "", member, value, record, ...}. */
 struct redisq_script script_take = {"take",
-    "local term = {sent=true, failed=true, suppressed=true, expired=true}\n"
+    "local term = {sent=true, failed=true, suppressed=true, expired=true, dead=true,\n"
+    "  cancelled=true}\n"
     "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0,\n"
     "  tonumber(ARGV[3]))\n"
     "local out = {0, ''}\n"
@@ -286,19 +314,152 @@ struct redisq_script script_take = {"take",
     "if nx[2] then out[2] = nx[2] end\n"
     "return out\n", {0}};
 
-/* finish - KEYS: job hash, units hash, lane stream, events.  ARGV: group,
- * entry, ts, retention seconds, events maxlen, job id.  Every unit is
- * final: acknowledge the entry, delete its payload (personal data), and
- * let the record expire after the retention period. */
+/* finish - KEYS: job hash, units hash, lane stream, events, later set,
+ * job dlq.  ARGV: group, entry, ts, retention seconds, events maxlen, job
+ * id.  Every unit the run knew of is final.  If the later set is not
+ * empty after all (a `herold dlq retry` raced with the end of the run),
+ * the job is queued again instead (a new entry with `resume`, cursor
+ * "$end") and {"requeued", entry} returned.  Else: acknowledge the entry,
+ * delete its payload (personal data) unless the job has dead letters (then
+ * the payload stays in the record for `herold dlq retry`), set the state
+ * (`cancelled` when the job was cancelled, else `done`) and let the record
+ * expire after the retention period.  Returns {"done"}. */
 struct redisq_script script_finish = {"finish",
+    "local function payload()\n"
+    "  local e = redis.call('XRANGE', KEYS[3], ARGV[2], ARGV[2])\n"
+    "  if e[1] then\n"
+    "    local f = e[1][2]\n"
+    "    for i = 1, #f, 2 do if f[i] == 'job' then return f[i + 1] end end\n"
+    "  end\n"
+    "  return redis.call('HGET', KEYS[1], 'payload')\n"
+    "end\n"
+    "if redis.call('ZCARD', KEYS[5]) > 0 and redis.call('HEXISTS', KEYS[1], 'cancel') == 0 then\n"
+    "  local p = payload()\n"
+    "  if p then\n"
+    "    local id = redis.call('XADD', KEYS[3], '*', 'job', p, 'resume', '1')\n"
+    "    redis.call('HSET', KEYS[1], 'entry', id, 'state', 'queued', 'cursor', '$end')\n"
+    "    redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])\n"
+    "    redis.call('XDEL', KEYS[3], ARGV[2])\n"
+    "    return {'requeued', id}\n"
+    "  end\n"
+    "end\n"
+    "local state = 'done'\n"
+    "if redis.call('HEXISTS', KEYS[1], 'cancel') == 1 then state = 'cancelled' end\n"
+    "if redis.call('ZCARD', KEYS[6]) > 0 then\n"
+    "  local p = payload()\n"
+    "  if p then redis.call('HSET', KEYS[1], 'payload', p) end\n"
+    "else\n"
+    "  redis.call('HDEL', KEYS[1], 'payload')\n"
+    "end\n"
     "redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])\n"
     "redis.call('XDEL', KEYS[3], ARGV[2])\n"
-    "redis.call('HSET', KEYS[1], 'state', 'done', 'finished_at', ARGV[3])\n"
+    "redis.call('HSET', KEYS[1], 'state', state, 'finished_at', ARGV[3])\n"
     "redis.call('EXPIRE', KEYS[1], ARGV[4])\n"
     "redis.call('EXPIRE', KEYS[2], ARGV[4])\n"
+    "redis.call('EXPIRE', KEYS[6], ARGV[4])\n"
+    "redis.call('DEL', KEYS[5])\n"
     "redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'ts', ARGV[3],\n"
-    "  'event', 'done', 'job', ARGV[6], 'entry', ARGV[2])\n"
-    "return 1\n", {0}};
+    "  'event', state, 'job', ARGV[6], 'entry', ARGV[2])\n"
+    "return {'done'}\n", {0}};
+
+/* park - KEYS: job hash, lane stream, scheduled set, events.  ARGV:
+ * group, entry, payload, send_at (unix seconds), lane, job id, kind, ts,
+ * events maxlen, consumer.  A job due later: its payload goes into the
+ * record (state `scheduled`), its id into the scheduled set, and the
+ * entry is acknowledged and deleted, in one step.  Returns {"gone"} when
+ * the entry is not pending for this consumer, {"dup", entry} when the
+ * job id was accepted from another entry, else {"parked"}. */
+struct redisq_script script_park = {"park",
+    "local p = redis.call('XPENDING', KEYS[2], ARGV[1], ARGV[2], ARGV[2], 1)\n"
+    "if not p[1] or p[1][2] ~= ARGV[10] then return {'gone'} end\n"
+    "local cur = redis.call('HGET', KEYS[1], 'entry')\n"
+    "redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])\n"
+    "redis.call('XDEL', KEYS[2], ARGV[2])\n"
+    "if cur and cur ~= ARGV[2] then\n"
+    "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*', 'ts', ARGV[8],\n"
+    "    'event', 'duplicate', 'job', ARGV[6], 'entry', ARGV[2], 'original', cur)\n"
+    "  return {'dup', cur}\n"
+    "end\n"
+    "redis.call('HSET', KEYS[1], 'id', ARGV[6], 'state', 'scheduled', 'lane', ARGV[5],\n"
+    "  'kind', ARGV[7], 'entry', ARGV[2], 'payload', ARGV[3], 'send_at', ARGV[4],\n"
+    "  'submitted_at', ARGV[8])\n"
+    "redis.call('PERSIST', KEYS[1])\n"
+    "redis.call('ZADD', KEYS[3], ARGV[4], ARGV[6])\n"
+    "redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*', 'ts', ARGV[8],\n"
+    "  'event', 'scheduled', 'job', ARGV[6], 'entry', ARGV[2])\n"
+    "return {'parked'}\n", {0}};
+
+/* promote - KEYS: scheduled set, events.  ARGV: prefix, now (unix
+ * seconds), limit, ts, events maxlen.  Moves the jobs due by now to their
+ * lane streams (fields `job` and `promoted`), state `queued` with the new
+ * entry.  ZREM decides: of several instances, only the one whose script
+ * removed an id adds its entry.  Returns {promoted, next due or ""}. */
+struct redisq_script script_promote = {"promote",
+    "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0,\n"
+    "  tonumber(ARGV[3]))\n"
+    "local n = 0\n"
+    "for _, id in ipairs(due) do\n"
+    "  if redis.call('ZREM', KEYS[1], id) == 1 then\n"
+    "    local jk = ARGV[1] .. 'job:' .. id\n"
+    "    local r = redis.call('HMGET', jk, 'state', 'payload', 'lane')\n"
+    "    if r[1] == 'scheduled' and r[2] and r[3] then\n"
+    "      local e = redis.call('XADD', ARGV[1] .. 'jobs:' .. r[3], '*', 'job', r[2],\n"
+    "        'promoted', '1')\n"
+    "      redis.call('HSET', jk, 'state', 'queued', 'entry', e)\n"
+    "      redis.call('HDEL', jk, 'payload')\n"
+    "      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'ts', ARGV[4],\n"
+    "        'event', 'promoted', 'job', id, 'entry', e)\n"
+    "      n = n + 1\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "local nx = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
+    "return {n, nx[2] or ''}\n", {0}};
+
+/* gcra - KEYS: the provider's limit key.  ARGV: rate (per second), burst,
+ * tokens wanted.  The shared rate limit (docs/flow.md): the key holds the
+ * theoretical arrival time in microseconds of Redis's clock (TIME), one
+ * clock for every instance.  Grants while TAT - now <= (burst - 1) / rate,
+ * moving TAT on by 1/rate per token (ratelimit.c, rl_gcra, is the same
+ * arithmetic).  Returns {granted, microseconds until the next token}. */
+struct redisq_script script_gcra = {"gcra",
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    "local rate, burst, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "local step = 1000000 / rate\n"
+    "local tau = (burst - 1) * step\n"
+    "local tat = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+    "if tat < now then tat = now end\n"
+    "local k = 0\n"
+    "while k < n and tat - now <= tau do tat = tat + step; k = k + 1 end\n"
+    "if k > 0 then\n"
+    "  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX',\n"
+    "    math.floor((tat - now) / 1000) + 1000)\n"
+    "end\n"
+    "local wait = 0\n"
+    "if tat - now > tau then wait = tat - tau - now end\n"
+    "return {k, math.floor(wait)}\n", {0}};
+
+/* reach - KEYS: the referenced job's units hash, the new job's audience
+ * set.  ARGV: HSCAN cursor, count.  Adds to the set every citizen whose
+ * unit of the referenced job may have reached them: `sent`, `sending`,
+ * or waiting/dead after an attempt without a provider answer (code 0).
+ * Returns the next cursor ("0": done). */
+struct redisq_script script_reach = {"reach",
+    "local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', tonumber(ARGV[2]))\n"
+    "local add = {}\n"
+    "local f = r[2]\n"
+    "for i = 1, #f, 2 do\n"
+    "  local s, att, code = string.match(f[i + 1], '^([a-z]+)|(%d+)|(%d+)|')\n"
+    "  local maybe = s == 'sent' or s == 'sending' or ((s == 'retry' or s == 'dead' or\n"
+    "    s == 'cancelled') and tonumber(att or '0') > 0 and code == '0')\n"
+    "  if maybe then\n"
+    "    add[#add + 1] = 0\n"
+    "    add[#add + 1] = string.match(f[i], '^[^:]+:(.*)$')\n"
+    "  end\n"
+    "end\n"
+    "if #add > 0 then redis.call('ZADD', KEYS[2], unpack(add)) end\n"
+    "return r[1]\n", {0}};
 
 /* heartbeat - KEYS: lane stream.  ARGV: group, consumer, entries...
  * Resets the idle time of each entry this consumer still owns (XCLAIM
@@ -354,4 +515,8 @@ void scripts_register(struct redisq *q)
     redisq_add_script(q, &script_finish);
     redisq_add_script(q, &script_heartbeat);
     redisq_add_script(q, &script_trim);
+    redisq_add_script(q, &script_park);
+    redisq_add_script(q, &script_promote);
+    redisq_add_script(q, &script_gcra);
+    redisq_add_script(q, &script_reach);
 }

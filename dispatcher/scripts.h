@@ -24,6 +24,10 @@ extern struct redisq_script script_take;      /* units due from the later set */
 extern struct redisq_script script_finish;    /* all units final -> ack, delete */
 extern struct redisq_script script_heartbeat; /* renew the lease on our entries */
 extern struct redisq_script script_trim;      /* XTRIM MINID below the PEL */
+extern struct redisq_script script_park;      /* a job due later -> scheduled set */
+extern struct redisq_script script_promote;   /* due scheduled jobs -> their lanes */
+extern struct redisq_script script_gcra;      /* shared provider rate limit */
+extern struct redisq_script script_reach;     /* who an earlier alert reached */
 
 /* scripts_register - compute SHAs and register all scripts with q (q may be
  * NULL to only compute SHAs). */

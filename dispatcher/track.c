@@ -16,7 +16,8 @@
 
 const char *const track_lane_names[LANE_COUNT] = {"urgent", "normal", "bulk"};
 const char *const track_state_names[] = {"accepted", "sending", "retry", "deferred", "sent",
-                                         "failed", "suppressed", "expired"};
+                                         "failed", "suppressed", "expired", "dead",
+                                         "cancelled"};
 
 int track_lane_from_name(const char *name)
 {
@@ -50,6 +51,12 @@ const char *track_key_later(char *buf, const char *prefix, const char *job_id)
     return buf;
 }
 
+const char *track_key_dlq(char *buf, const char *prefix, const char *job_id)
+{
+    snprintf(buf, TRACK_KEY_MAX, "%sjob:%s:dlq", prefix, job_id);
+    return buf;
+}
+
 const char *track_key_units(char *buf, const char *prefix, const char *job_id)
 {
     snprintf(buf, TRACK_KEY_MAX, "%sjob:%s:units", prefix, job_id);
@@ -77,7 +84,7 @@ int track_unit_parse(const char *v, size_t len, enum unit_state *s, int *attempt
     if (bar == NULL)
         return -1;
     n = (size_t)(bar - v);
-    for (int i = UNIT_SENDING; i <= UNIT_EXPIRED; i++) {
+    for (int i = UNIT_SENDING; i <= UNIT_CANCELLED; i++) {
         if (strlen(track_state_names[i]) == n && memcmp(v, track_state_names[i], n) == 0) {
             *s = (enum unit_state)i;
             *attempts = atoi(bar + 1);
@@ -124,8 +131,9 @@ static void track_status_counts(json_t *counts, const char *field, long long v)
     ch[colon - field - 2] = '\0';
     o = json_object_get(counts, ch);
     if (o == NULL) {
-        o = json_pack("{s:i,s:i,s:i,s:i,s:i,s:i}", "sent", 0, "failed", 0, "suppressed", 0,
-                      "expired", 0, "retries", 0, "in_doubt", 0);
+        o = json_pack("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}", "sent", 0, "failed", 0,
+                      "suppressed", 0, "expired", 0, "dead", 0, "cancelled", 0, "retries", 0,
+                      "in_doubt", 0);
         json_object_set_new(counts, ch, o);
     }
     json_object_set_new(o, colon + 1, json_integer(v));

@@ -29,6 +29,8 @@ const char *track_key_units(char *buf, const char *prefix, const char *job_id);
 const char *track_key(char *buf, const char *prefix, const char *name);
 /* "<prefix>job:<id>:later": units waiting for a time (retry, quiet hours) */
 const char *track_key_later(char *buf, const char *prefix, const char *job_id);
+/* "<prefix>job:<id>:dlq": the job's dead letters */
+const char *track_key_dlq(char *buf, const char *prefix, const char *job_id);
 
 /* Unit states as stored in the ledger. */
 enum unit_state {
@@ -39,7 +41,9 @@ enum unit_state {
     UNIT_SENT,
     UNIT_FAILED,
     UNIT_SUPPRESSED,
-    UNIT_EXPIRED
+    UNIT_EXPIRED,
+    UNIT_DEAD,          /* transient failures until the last attempt: dead-letter set */
+    UNIT_CANCELLED      /* the job was cancelled before this unit reached a provider */
 };
 
 extern const char *const track_state_names[];

@@ -72,7 +72,6 @@ struct job_case {
 #define MSG_LANG "expected a language tag such as de, en or de-x-ls"
 #define MSG_TIME "expected an RFC 3339 date-time such as 2026-12-01T07:00:00+01:00"
 #define MSG_UNKNOWN "unknown field (job format v1)"
-#define MSG_NOTYET "not supported by this version of herold yet"
 #define MSG_TPL "not allowed together with template (the template provides it)"
 #define MSG_BREAK "must not contain line breaks"
 #define MSG_CTRL "must not contain control characters"
@@ -147,8 +146,29 @@ static const struct job_case job_cases[] = {
         "\"-subject\":0,\"-text\":0}", "data", "expected an object"),
     BAD("data without template", "{\"data\":{\"street\":\"" CANARY "\"}}", "data",
         "only allowed together with template"),
-    BAD("references reserved", "{\"references\":[\"x\"]}", "references", MSG_NOTYET),
-    BAD("reserved before unknown", "{\"zzz\":1,\"references\":[]}", "references", MSG_NOTYET),
+    BAD("references not a string", "{\"kind\":\"alert\",\"references\":[\"x\"],"
+        "\"msg_type\":\"cancel\"}", "references", "expected a string"),
+    BAD("references without msg_type", "{\"kind\":\"alert\",\"references\":\"a-1\"}",
+        "msg_type", "required with references: update or cancel"),
+    BAD("references from an announcement", "{\"references\":\"a-1\",\"msg_type\":\"update\"}",
+        "references", "only an alert (kind alert) can update or cancel an earlier alert"),
+    BAD("references itself", "{\"kind\":\"alert\",\"references\":\"abfuhr-2026-03\","
+        "\"msg_type\":\"update\"}", "references", "a job cannot reference itself"),
+    BAD("msg_type cancel without references", "{\"kind\":\"alert\",\"msg_type\":\"cancel\"}",
+        "references", "required with msg_type cancel"),
+    BAD("msg_type unknown", "{\"kind\":\"alert\",\"msg_type\":\"ack\"}", "msg_type",
+        "expected one of alert, update, cancel"),
+    OK("update of an alert", "{\"kind\":\"alert\",\"references\":\"a-1\",\"msg_type\":\"update\"}"),
+    OK("cancel to whom it reached", "{\"kind\":\"alert\",\"references\":\"a-1\","
+       "\"msg_type\":\"cancel\",\"audience\":{\"reached_by\":\"a-1\"}}"),
+    BAD("reached_by another job", "{\"kind\":\"alert\",\"references\":\"a-1\","
+        "\"msg_type\":\"cancel\",\"audience\":{\"reached_by\":\"a-2\"}}",
+        "audience.reached_by", "only for a cancel (msg_type cancel) of the job in references"),
+    BAD("reached_by for an update", "{\"kind\":\"alert\",\"references\":\"a-1\","
+        "\"msg_type\":\"update\",\"audience\":{\"reached_by\":\"a-1\"}}",
+        "audience.reached_by", "only for a cancel (msg_type cancel) of the job in references"),
+    BAD("reached_by not an id", "{\"audience\":{\"reached_by\":\"a b\"}}",
+        "audience.reached_by", "expected a job id"),
     BAD("unknown field", "{\"sender\":\"" CANARY "\"}", "sender", MSG_UNKNOWN),
     BAD("unknown field, first in document order", "{\"b\":1,\"a\":1}", "b", MSG_UNKNOWN),
     BAD("unknown field before bad id", "{\"id\":\"\",\"x\":1}", "x", MSG_UNKNOWN),
@@ -427,10 +447,10 @@ static const struct job_case job_cases[] = {
     OK("send_at in the past", "{\"send_at\":\"2026-02-25T07:00:00+01:00\"}"),
     OK("send_at now", "{\"send_at\":\"2026-02-25T06:13:20Z\"}"),
     OK("send_at 5 s ahead", "{\"send_at\":\"2026-02-25T06:13:25Z\"}"),
-    BAD("send_at 6 s ahead", "{\"send_at\":\"2026-02-25T06:13:26Z\"}", "send_at",
-        "scheduled delivery is not supported by this version of herold yet"),
-    BAD("send_at tomorrow", "{\"send_at\":\"2026-02-26T07:00:00+01:00\"}", "send_at",
-        "scheduled delivery is not supported by this version of herold yet"),
+    OK("send_at tomorrow", "{\"send_at\":\"2026-02-26T07:00:00+01:00\"}"),
+    OK("send_at in 400 days", "{\"send_at\":\"2027-03-31T06:13:20Z\"}"),
+    BAD("send_at in 401 days", "{\"send_at\":\"2027-04-01T06:13:21Z\"}", "send_at",
+        "more than 400 days ahead"),
     BAD("send_at without offset", "{\"send_at\":\"2026-02-25T06:00:00\"}", "send_at", MSG_TIME),
     BAD("send_at date only", "{\"send_at\":\"2026-02-25\"}", "send_at", MSG_TIME),
     BAD("send_at Feb 30", "{\"send_at\":\"2026-02-30T06:00:00Z\"}", "send_at", MSG_TIME),
