@@ -486,7 +486,8 @@ def flow_timeout_after_send(ctx):
     doubt and resent under the same webhook-id; at most one extra copy per
     in-doubt unit; a deduplicating receiver acts once per unit."""
     n, k = 10, 4
-    r, m, cfg, cli = basic(ctx, http={"timeout_ms": 1000}, delivery={"window": 16})
+    r, m, cfg, cli = basic(ctx, http={"connect_timeout_ms": 500, "timeout_ms": 1000},
+                           delivery={"window": 16})
     m.set_mode("slow", delay=2.5, count=k)
     d = ctx.daemon(cfg)
     job = H.make_job("tmo-1", n)
