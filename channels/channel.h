@@ -65,6 +65,8 @@ struct delivery {
     int attempt;              /* 1 for the first try */
     const char *lang;
     const char *topic;        /* the job's topic, or NULL */
+    const char *references;   /* an update/cancel: the earlier alert's job id, or NULL */
+    const char *msg_type;     /* "alert", "update" or "cancel" */
     const char *subject;
     const char *text;
     const char *html;         /* may be NULL */

@@ -576,6 +576,12 @@ static int webhook_shared_build(struct webhook_shared *sh, const struct delivery
     rc |= json_object_set_new(o, "text", webhook_str(d->text));
     if (d->html != NULL)
         rc |= json_object_set_new(o, "html", json_string(d->html));
+    /* an update or cancel names the alert it replaces (same for every
+     * delivery of a job, so the cache keyed on the job id holds) */
+    if (d->references != NULL) {
+        rc |= json_object_set_new(o, "references", webhook_str(d->references));
+        rc |= json_object_set_new(o, "msg_type", webhook_str(d->msg_type));
+    }
     txt = rc == 0 ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(o);
     if (txt == NULL || strlen(txt) < 2) {

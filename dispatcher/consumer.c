@@ -18,6 +18,7 @@
 #include "alloc.h"
 #include "clock.h"
 #include "log.h"
+#include "flowscripts.h"
 #include "scripts.h"
 #include "../channels/channel.h"
 
@@ -32,6 +33,11 @@ struct active {
     bool finishing;           /* finish script outstanding */
     bool finish_wanted;       /* run done, finish not yet confirmed */
     bool recovery;            /* read again from a PEL (own or claimed) */
+    /* a cancel to the citizens an earlier alert reached: its audience is
+     * collected (script reach) before the run starts */
+    char *cursor;
+    bool fresh, cancelled;
+    double accepted_ts;
     struct active *next;
 };
 
@@ -92,6 +98,7 @@ static void consumer_remove(struct consumer *c, struct active *a)
         c->recovering = false;
     job_free(a->job);
     herold_free(a->payload);
+    herold_free(a->cursor);
     herold_free(a);
 }
 
@@ -152,6 +159,94 @@ static void consumer_reject(struct consumer *c, enum track_lane lane, const char
     redisq_eval(c->rq, &script_reject, redisq_ignore, NULL, 3, 10, argv, lens);
 }
 
+/* consumer_start_run - hand the begun job of a to the fan-out. */
+static void consumer_start_run(struct active *a)
+{
+    struct consumer *c = a->c;
+    struct job *job = a->job;
+
+    a->job = NULL;
+    a->jr = fanout_add(c->fanout, job, a->lane, a->entry, a->cursor, a->fresh, a->accepted_ts,
+                       a->cancelled);
+    if (a->jr == NULL) {
+        LOG(LOG_ERROR, "consumer", "job_deferred", "job=%s reason=\"out of memory\"",
+            a->job_id);
+        consumer_remove(c, a);
+    }
+}
+
+/* consumer_cancel_referenced - an update or cancel of an earlier alert:
+ * that alert stops first (docs/flow.md, "Emergency path").  Sent before
+ * anything of the new job, on the same connection, so Redis applies it
+ * before the new job's audience is collected. */
+static void consumer_cancel_referenced(struct consumer *c, const struct job *job)
+{
+    char jk[TRACK_KEY_MAX], ts[40];
+    const char *argv[7];
+
+    argv[0] = track_key_job(jk, c->prefix, job->references);
+    argv[1] = c->scheduled_key;
+    argv[2] = c->events_key;
+    argv[3] = job->references;
+    argv[4] = clock_iso(clock_wall(), ts, sizeof ts);
+    argv[5] = c->retention;
+    argv[6] = c->events_maxlen;
+    LOG(LOG_WARN, "consumer", "alert_superseded", "job=%s references=%s msg_type=%s", job->id,
+        job->references, job->msg_type);
+    redisq_eval(c->rq, &script_cancel, redisq_ignore, NULL, 3, 7, argv, NULL);
+}
+
+static void consumer_reach(struct active *a, const char *cursor);
+
+static void consumer_on_reach(struct redisq *q, const struct redisq_reply *r, void *arg)
+{
+    struct active *a = arg;
+    struct consumer *c = a->c;
+    const char *next;
+
+    (void)q;
+    c->beginning--;
+    if (r == NULL || redisq_reply_type(r) != REDISQ_STR) {
+        /* the entry stays pending: read again, collected again (ZADD) */
+        c->pel_done[a->lane] = false;
+        snprintf(c->pel_next[a->lane], sizeof c->pel_next[a->lane], "0");
+        consumer_remove(c, a);
+        return;
+    }
+    next = redisq_reply_str(r, NULL);
+    if (strcmp(next, "0") != 0) {
+        consumer_reach(a, next);
+        return;
+    }
+    {
+        char ak[TRACK_KEY_MAX + 80];
+        snprintf(ak, sizeof ak, "%sjob:%s:aud", c->prefix, a->job_id);
+        const char *argv[] = {"EXPIRE", ak, c->retention};
+        redisq_argv(c->rq, redisq_ignore, NULL, 0, 3, argv, NULL);
+    }
+    consumer_start_run(a);
+}
+
+/* consumer_reach - collect, one HSCAN step at a time, the citizens the
+ * referenced alert reached into the new job's audience set. */
+static void consumer_reach(struct active *a, const char *cursor)
+{
+    struct consumer *c = a->c;
+    char uk[TRACK_KEY_MAX], ak[TRACK_KEY_MAX + 80];
+    const char *argv[4];
+
+    argv[0] = track_key_units(uk, c->prefix, a->job->reached_by);
+    snprintf(ak, sizeof ak, "%sjob:%s:aud", c->prefix, a->job_id);
+    argv[1] = ak;
+    argv[2] = cursor;
+    argv[3] = "1000";
+    if (redisq_eval(c->rq, &script_reach, consumer_on_reach, a, 2, 4, argv, NULL) != 0) {
+        consumer_remove(c, a);
+        return;
+    }
+    c->beginning++;
+}
+
 static void consumer_on_begin(struct redisq *q, const struct redisq_reply *r, void *arg)
 {
     struct active *a = arg;
@@ -183,15 +278,23 @@ static void consumer_on_begin(struct redisq *q, const struct redisq_reply *r, vo
         const struct redisq_reply *units = redisq_reply_elem(r, 2);
         const char *acc = redisq_reply_str(redisq_reply_elem(r, 3), NULL);
         const char *cancel = redisq_reply_str(redisq_reply_elem(r, 4), NULL);
-        a->jr = fanout_add(c->fanout, job, a->lane, a->entry,
-                           redisq_reply_str(redisq_reply_elem(r, 1), NULL),
-                           units != NULL && strcmp(redisq_reply_str(units, NULL), "0") == 0,
-                           acc ? strtod(acc, NULL) : 0, cancel != NULL && cancel[0] != '\0');
-        if (a->jr == NULL) {
-            LOG(LOG_ERROR, "consumer", "job_deferred", "job=%s reason=\"out of memory\"",
-                a->job_id);
+        const char *cursor = redisq_reply_str(redisq_reply_elem(r, 1), NULL);
+        a->fresh = units != NULL && strcmp(redisq_reply_str(units, NULL), "0") == 0;
+        a->accepted_ts = acc ? strtod(acc, NULL) : 0;
+        a->cancelled = cancel != NULL && cancel[0] != '\0';
+        a->cursor = herold_strdup(cursor ? cursor : "");
+        a->job = job;
+        if (a->cursor == NULL) {
             consumer_remove(c, a);
+            return;
         }
+        if (job->references != NULL)
+            consumer_cancel_referenced(c, job);
+        if (job->audience == AUD_REACHED && a->cursor[0] == '\0') {
+            consumer_reach(a, "0");
+            return;
+        }
+        consumer_start_run(a);
         return;
     }
     if (strcmp(verdict, "dup") == 0) {

@@ -829,6 +829,8 @@ static void fanout_submit(struct page *pg, uint32_t u)
     dc->d.attempt = un->attempts;
     dc->d.lang = j->render_lang[0] ? j->render_lang : j->lang;   /* what was rendered */
     dc->d.topic = j->topic;
+    dc->d.references = j->references;
+    dc->d.msg_type = j->msg_type;
     dc->d.subject = j->subject;
     dc->d.text = j->text;
     dc->d.html = j->html;

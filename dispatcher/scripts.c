@@ -11,6 +11,8 @@
 
 #include <stddef.h>
 
+#include "flowscripts.h"
+
 /* enqueue - KEYS: job hash, lane stream.  ARGV: payload, ts, id, lane,
  * kind, ttl seconds.  Returns {"accepted", entry} or {"duplicate", entry}.
  * The job record's existence is the "already accepted" mark (R6). */
@@ -519,4 +521,5 @@ void scripts_register(struct redisq *q)
     redisq_add_script(q, &script_promote);
     redisq_add_script(q, &script_gcra);
     redisq_add_script(q, &script_reach);
+    redisq_add_script(q, &script_cancel);
 }
