@@ -637,12 +637,13 @@ static int config_flow_provider(struct config_provider *p, const char *name, jso
                 return herr_set(err, HERR_INPUT, path, "expected true or false");
             p->shared = json_is_true(v);
         } else if (strcmp(key, "max_attempts") == 0 || strcmp(key, "max_age_s") == 0) {
-            long long n = json_integer_value(v);
-            long long hi = key[4] == 'a' ? 100 : 365LL * 86400;
-            if (!json_is_integer(v) || n < (key[4] == 'a' ? 1 : 0) || n > hi)
-                return herr_set(err, HERR_INPUT, path, "expected an integer from %d to %lld",
-                                key[4] == 'a' ? 1 : 0, hi);
-            if (key[4] == 'a')
+            bool att = strcmp(key, "max_attempts") == 0;
+            long long n = json_integer_value(v), lo = att ? 1 : 0;
+            long long hi = att ? 100 : 365LL * 86400;
+            if (!json_is_integer(v) || n < lo || n > hi)
+                return herr_set(err, HERR_INPUT, path, "expected an integer from %lld to %lld",
+                                lo, hi);
+            if (att)
                 p->max_attempts = (int)n;
             else
                 p->max_age_s = (int)n;

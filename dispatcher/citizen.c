@@ -1210,14 +1210,17 @@ static int cz_walk_units(struct redisq_sync *s, const char *key, void *arg, stru
     return 0;
 }
 
-/* cz_walk_later - one "P job:<id>:later" set: units waiting for a time. */
+/* cz_walk_later - one "P job:<id>:later" set (units waiting for a time)
+ * or "P job:<id>:dlq" set (dead letters): members "<channel>:<id>". */
 static int cz_walk_later(struct redisq_sync *s, const char *key, void *arg, struct herr *err)
 {
     struct cz_walk *w = arg;
     struct cz_chans c;
     char jid[CZ_KEY_MAX], jk[TRACK_KEY_MAX], m[CZ_KEY_MAX];
+    size_t kl = strlen(key);
+    bool dlq = kl > 4 && strcmp(key + kl - 4, ":dlq") == 0;
 
-    if (cz_job_id(w, key, ":later", jid) == NULL)
+    if (cz_job_id(w, key, dlq ? ":dlq" : ":later", jid) == NULL)
         return 0;
     if (cz_job_chans(s, w, track_key_job(jk, w->cfg->redis.prefix, jid), &c, NULL, err) != 0)
         return -1;
@@ -1234,11 +1237,27 @@ static int cz_walk_later(struct redisq_sync *s, const char *key, void *arg, stru
             char iso[40];
             json_array_append_new(json_object_get(w->out, "waiting"),
                                   json_pack("{s:s,s:s,s:s}", "job", jid, "channel",
-                                            c.names[i], "until",
+                                            c.names[i], dlq ? "dead_letter_since" : "until",
                                             cz_iso(due, iso, sizeof iso)));
         }
         redisq_sync_reply_free(r);
     }
+    return 0;
+}
+
+/* cz_walk_aud - one "P job:<id>:aud" set: the citizens an alert reached,
+ * kept as the audience of its cancellation. */
+static int cz_walk_aud(struct redisq_sync *s, const char *key, void *arg, struct herr *err)
+{
+    struct cz_walk *w = arg;
+    struct redisq_reply *r = w->erase ? CZ_CMD(s, err, "ZREM", key, w->id)
+                                      : CZ_CMD(s, err, "ZSCORE", key, w->id);
+
+    if (r == NULL)
+        return -1;
+    if (w->erase)
+        w->er->later += redisq_reply_int(r);
+    redisq_sync_reply_free(r);
     return 0;
 }
 
@@ -1408,6 +1427,7 @@ json_t *citizen_export(struct redisq_sync *s, const struct herold_config *cfg, c
         cz_scan(s, cz_glob(pat, cfg->redis.prefix, "cap:*"), cz_walk_cap, w, err) != 0 ||
         cz_scan(s, cz_glob(pat, cfg->redis.prefix, "job:*:units"), cz_walk_units, w, err) != 0 ||
         cz_scan(s, cz_glob(pat, cfg->redis.prefix, "job:*:later"), cz_walk_later, w, err) != 0 ||
+        cz_scan(s, cz_glob(pat, cfg->redis.prefix, "job:*:dlq"), cz_walk_later, w, err) != 0 ||
         cz_streams(s, w, err) != 0)
         goto fail;
     herold_free(w);
@@ -1634,6 +1654,8 @@ int citizen_erase(struct redisq_sync *s, const struct herold_config *cfg, const 
         cz_scan(s, cz_glob(pat, cfg->redis.prefix, "cap:*"), cz_walk_cap, &w, err) != 0 ||
         cz_scan(s, cz_glob(pat, cfg->redis.prefix, "job:*:units"), cz_walk_units, &w, err) != 0 ||
         cz_scan(s, cz_glob(pat, cfg->redis.prefix, "job:*:later"), cz_walk_later, &w, err) != 0 ||
+        cz_scan(s, cz_glob(pat, cfg->redis.prefix, "job:*:dlq"), cz_walk_later, &w, err) != 0 ||
+        cz_scan(s, cz_glob(pat, cfg->redis.prefix, "job:*:aud"), cz_walk_aud, &w, err) != 0 ||
         cz_bounced(s, &w, err) != 0)
         goto out;
     if (cz_streams(s, &w, err) != 0)

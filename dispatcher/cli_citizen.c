@@ -458,7 +458,7 @@ static int cc_erase(const struct herold_config *cfg, int argc, char **argv)
     printf("  pending opt-ins        %ld\n", er.optins);
     printf("  daily-cap marks        %ld\n", er.caps);
     printf("  delivery ledger fields %ld\n", er.ledger);
-    printf("  waiting units          %ld\n", er.later);
+    printf("  waiting or dead units  %ld\n", er.later);
     printf("  bounce marks           %ld\n", er.bounced);
     printf("  rejected jobs          %ld\n", er.rejected);
     printf("  dead jobs              %ld\n", er.dead);

@@ -427,12 +427,6 @@ static void consumer_take(struct consumer *c, enum track_lane lane, const char *
         consumer_reject(c, lane, entry, payload, plen, herr_format(&err, reason, sizeof reason));
         return;
     }
-    if (job_scheduled(job, clock_wall()) && !consumer_has_field(fields, "promoted") &&
-        !consumer_has_field(fields, "resume")) {
-        consumer_park(c, lane, entry, job, payload, plen);
-        job_free(job);
-        return;
-    }
     consumer_mandatory(c, job);
     /* Render now, once per job: a missing template or variable rejects the
      * job before anything is sent. */
@@ -444,6 +438,14 @@ static void consumer_take(struct consumer *c, enum track_lane lane, const char *
             return;
         }
         consumer_reject(c, lane, entry, payload, plen, herr_format(&err, reason, sizeof reason));
+        return;
+    }
+    /* Due later: parked until then (rendered again when promoted, with
+     * the message set of that day). */
+    if (job_scheduled(job, clock_wall()) && !consumer_has_field(fields, "promoted") &&
+        !consumer_has_field(fields, "resume")) {
+        consumer_park(c, lane, entry, job, payload, plen);
+        job_free(job);
         return;
     }
     a = herold_calloc(1, sizeof *a);

@@ -187,6 +187,8 @@ json_t *track_status(struct redisq_sync *s, const char *prefix, const char *job_
             track_status_counts(counts, k, strtoll(v, NULL, 10));
         else if (strcmp(k, "units") == 0)
             json_object_set_new(out, k, json_integer(strtoll(v, NULL, 10)));
+        else if (strcmp(k, "payload") == 0)
+            json_object_set_new(out, "payload_kept", json_true());   /* personal data */
         else
             json_object_set_new(out, k, json_string(v));
     }

@@ -10,7 +10,7 @@ PKGS="gcc make pkg-config libev-dev libhiredis-dev libcurl4-openssl-dev \
 libesmtp-dev libjansson-dev libssl-dev libcmocka-dev redis-server \
 python3 openssl ca-certificates curl procps clang libclang-rt-14-dev \
 valgrind libunistring-dev libopendkim-dev python3-dkim python3-aiosmtpd \
-python3-trustme libcsv-dev tzdata"
+python3-trustme libcsv-dev tzdata faketime"
 # the benchmarks' providers: nginx for webhooks, Postfix's smtp-sink and
 # smtp-source for e-mail (Postfix itself never runs)
 if [ "${1:-}" = "--bench" ]; then

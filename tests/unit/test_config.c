@@ -137,6 +137,28 @@ static const struct load_case load_cases[] = {
     {"port bounds", "{\"redis\":{\"port\":1}}", NULL, NULL},
     {"port upper bound", "{\"redis\":{\"port\":65535}}", NULL, NULL},
     {"cluster prefix", "{\"redis\":{\"prefix\":\"{herold}:\"}}", NULL, NULL},
+    /* flow (docs/flow.md) */
+    {"flow providers", "{\"flow\":{\"urgent_reserve\":8,\"mandatory_channels\":[\"email\"],"
+     "\"providers\":{\"webhook\":{\"rate\":50,\"burst\":10,\"shared\":true,"
+     "\"max_attempts\":3,\"max_age_s\":3600},\"email\":{\"rate\":0.5}}}}", NULL, NULL},
+    {"flow unknown field", "{\"flow\":{\"speed\":1}}", "flow.speed", "unknown field"},
+    {"flow provider bad name", "{\"flow\":{\"providers\":{\"Web Hook\":{}}}}",
+     "flow.providers.Web Hook", CHANNEL_NAME},
+    {"flow provider unknown field", "{\"flow\":{\"providers\":{\"webhook\":{\"ratee\":1}}}}",
+     "flow.providers.webhook.ratee", "unknown field"},
+    {"flow negative rate", "{\"flow\":{\"providers\":{\"webhook\":{\"rate\":-1}}}}",
+     "flow.providers.webhook.rate", "expected a number from 0 to 1000000"},
+    {"flow shared not boolean", "{\"flow\":{\"providers\":{\"webhook\":{\"shared\":1}}}}",
+     "flow.providers.webhook.shared", "expected true or false"},
+    {"flow max_attempts 0", "{\"flow\":{\"providers\":{\"webhook\":{\"max_attempts\":0}}}}",
+     "flow.providers.webhook.max_attempts", "expected an integer from 1 to 100"},
+    {"flow mandatory not a list", "{\"flow\":{\"mandatory_channels\":\"email\"}}",
+     "flow.mandatory_channels", "expected a list of at most 8 channel names"},
+    {"flow mandatory bad name", "{\"flow\":{\"mandatory_channels\":[\"email\",7]}}",
+     "flow.mandatory_channels[1]", "expected a channel name"},
+    {"flow reserve is the whole window", "{\"delivery\":{\"window\":8},"
+     "\"flow\":{\"urgent_reserve\":8}}", "flow.urgent_reserve",
+     "expected a value less than delivery.window"},
     {"tagged prefix", "{\"redis\":{\"prefix\":\"app:{h}:x\"}}", NULL, NULL},
     {"unix socket", "{\"redis\":{\"unix_socket\":\"/run/redis/redis.sock\"}}",
      NULL, NULL},

@@ -664,6 +664,34 @@ static void test_job_fields(void **state)
     job_free(j);
 }
 
+/* test_job_scheduled - a send_at more than 1 s ahead waits; one up to 1 s
+ * ahead, or in the past, means now. */
+static void test_job_scheduled(void **state)
+{
+    static const struct { const char *at; bool later; } cases[] = {
+        {"2026-02-25T06:13:20Z", false}, {"2026-02-25T06:13:21Z", false},
+        {"2026-02-25T06:13:21.5Z", true}, {"2026-02-25T07:13:20+01:00", false},
+        {"2026-02-25T08:00:00+01:00", true}, {"2026-01-01T00:00:00Z", false},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char patch[80];
+        char *doc;
+        struct herr err;
+        struct job *j;
+
+        snprintf(patch, sizeof patch, "{\"send_at\":\"%s\"}", cases[i].at);
+        doc = apply_patch(patch);
+        j = parse_str(doc, NULL, &limits, &err);
+        assert_non_null(j);
+        if (job_scheduled(j, NOW) != cases[i].later)
+            fail_msg("send_at %s: scheduled=%d, want %d", cases[i].at, !cases[i].later,
+                     cases[i].later);
+        job_free(j);
+        free(doc);
+    }
+}
+
 static void test_job_defaults(void **state)
 {
     static const struct { const char *kind, *priority; } want[] = {
@@ -689,6 +717,9 @@ static void test_job_defaults(void **state)
         assert_null(j->options);
         assert_true(j->send_at == 0);
         assert_true(j->expires_at == 0);
+        assert_false(job_scheduled(j, NOW));
+        assert_null(j->references);
+        assert_string_equal(j->msg_type, "alert");
         assert_int_equal(j->nchannels, 1);
         assert_int_equal(j->nrcpts, 1);
         assert_null(j->rcpts[0].email);
@@ -1091,6 +1122,7 @@ int main(void)
         cmocka_unit_test(test_job_table),
         cmocka_unit_test(test_job_fields),
         cmocka_unit_test(test_job_defaults),
+        cmocka_unit_test(test_job_scheduled),
         cmocka_unit_test(test_job_sizes),
         cmocka_unit_test(test_job_html_limit),
         cmocka_unit_test(test_job_max_bytes),
