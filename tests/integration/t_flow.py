@@ -13,11 +13,16 @@
 # memory.  No timing is asserted except upper bounds on provider request
 # rates (GCRA/token bucket: at most rate x L + burst in any interval L)
 # and "not before" bounds the contract states (Retry-After, send_at,
-# expires_at).  Waits are conditions with generous deadlines; the only
-# sleeps are fault durations and observation periods after which
-# something must *not* have happened.
+# expires_at); one liveness bound: a command to a stopped Redis times out
+# within 10 s (5 x redis.command_timeout_ms).  Waits are conditions with
+# generous deadlines; the only sleeps are fault durations and observation
+# periods after which something must *not* have happened.
+#
+# flow_clock_jump runs heroldd and the CLI under libfaketime (Debian
+# package libfaketime, pulled in by faketime), its wall clock read from a
+# file the test rewrites; the mock then accepts webhook-timestamps up to
+# 2 h off (mockhttp --tolerance).
 
-import calendar as _fl_calendar
 import datetime as _fl_datetime
 import email.utils as _fl_eutils
 import math as _fl_math
