@@ -62,7 +62,7 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .PHONY: all deps test test-unit test-integration test-plain test-asan \
-        demo bench bench-audience install clean valgrind fuzz
+        demo bench bench-audience bench-flow install clean valgrind fuzz
 
 all: deps-check $(BIN)/heroldd $(BIN)/herold
 
@@ -145,6 +145,10 @@ bench: all
 	@sh scripts/deps.sh --bench
 	$(PYTHON) bench/webhook_bench.py && $(PYTHON) bench/email_bench.py && \
 	  $(PYTHON) bench/audience_bench.py
+
+bench-flow: all
+	@sh scripts/deps.sh --bench
+	$(PYTHON) bench/flow_bench.py $(FLOW_ARGS)
 
 bench-audience: all
 	@sh scripts/deps.sh --bench

@@ -95,6 +95,7 @@ static const struct config_field config_queue_fields[] = {
     CONFIG_NUM(CONFIG_INT, queue, claim_idle_ms, 1000, 86400000),
     CONFIG_NUM(CONFIG_INT, queue, max_deliveries, 1, 1000),
     CONFIG_NUM(CONFIG_INT, queue, max_active_jobs, 1, 1024),
+    CONFIG_NUM(CONFIG_INT, queue, max_urgent_jobs, 1, 1024),
     CONFIG_NUM(CONFIG_INT, queue, trim_interval_ms, 1000, 86400000),
     CONFIG_END
 };
@@ -418,6 +419,7 @@ static int config_set_defaults(struct herold_config *c)
     c->queue.claim_idle_ms = 60000;
     c->queue.max_deliveries = 3;
     c->queue.max_active_jobs = 8;
+    c->queue.max_urgent_jobs = 64;
     c->queue.trim_interval_ms = 60000;
 
     c->jobs.max_bytes = 1048576;

@@ -38,7 +38,8 @@ struct config_queue {
     int block_ms;               /* XREADGROUP BLOCK, default 1000 */
     int claim_idle_ms;          /* XAUTOCLAIM min idle, default 60000 */
     int max_deliveries;         /* poison threshold, default 3 */
-    int max_active_jobs;        /* jobs in progress at once, default 8 */
+    int max_active_jobs;        /* normal and bulk jobs in progress at once, default 8 */
+    int max_urgent_jobs;        /* urgent jobs in progress at once, default 64 */
     int trim_interval_ms;       /* MINID trim and retention sweep, default 60000 */
 };
 

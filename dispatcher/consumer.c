@@ -4,8 +4,10 @@
  *
  * Owns the list of active entries (jobs being started, run or finished) and
  * the timers for claiming, heartbeats and trimming.  Holds at most
- * queue.max_active_jobs normal/bulk jobs and as many urgent ones, so an
- * urgent job is read even while bulk work fills every slot.  Never blocks
+ * queue.max_active_jobs normal/bulk jobs and queue.max_urgent_jobs urgent
+ * ones, so an urgent job is read even while bulk work fills every slot;
+ * when urgent slots free up while the blocking read waits without the
+ * urgent lane, the urgent lane is read at once on the main connection.  Never blocks
  * the loop; never logs payloads (they carry personal data): entry ids and
  * job ids only.
  */
@@ -63,6 +65,8 @@ struct consumer {
     bool checking;            /* persistence check outstanding */
     bool ever_ready;
     bool reading;             /* blocking read outstanding */
+    bool reading_urgent;      /* ... and it includes the urgent lane */
+    bool urgent_polling;      /* a non-blocking read of the urgent lane is outstanding */
     bool pel_reading;
     bool recovering;          /* an entry from a PEL is being worked on */
     bool pel_done[LANE_COUNT];
@@ -105,7 +109,8 @@ static void consumer_remove(struct consumer *c, struct active *a)
 /* consumer_free_slots - jobs of lane that may still be taken. */
 static size_t consumer_free_slots(const struct consumer *c, enum track_lane lane)
 {
-    size_t max = (size_t)c->cfg->queue.max_active_jobs, used;
+    size_t max = (size_t)(lane == LANE_URGENT ? c->cfg->queue.max_urgent_jobs
+                                              : c->cfg->queue.max_active_jobs), used;
 
     used = lane == LANE_URGENT ? c->nactive[LANE_URGENT]
                                : c->nactive[LANE_NORMAL] + c->nactive[LANE_BULK];
@@ -581,6 +586,18 @@ static void consumer_on_read(struct redisq *q, const struct redisq_reply *r, voi
     consumer_read(c);
 }
 
+static void consumer_on_urgent_poll(struct redisq *q, const struct redisq_reply *r, void *arg)
+{
+    struct consumer *c = arg;
+
+    (void)q;
+    c->urgent_polling = false;
+    if (r != NULL && redisq_reply_type(r) == REDISQ_ARRAY)
+        consumer_take_streams(c, r, NULL, NULL, false);
+    if (r != NULL && redisq_reply_type(r) == REDISQ_ARRAY)
+        consumer_read(c);   /* a nil reply (nothing new) ends the loop */
+}
+
 /* consumer_read - issue the next reads: one entry of this consumer's own
  * PEL at a time, and new entries (blocking, on the second connection) for
  * the lanes with free slots.
@@ -626,6 +643,17 @@ static void consumer_read(struct consumer *c)
         }
         c->pel_reading = true;
     }
+    if (c->reading && !c->reading_urgent && !c->urgent_polling &&
+        consumer_free_slots(c, LANE_URGENT) > 0) {
+        /* urgent slots came free while the blocking read waits for the
+         * other lanes only: look at the urgent lane now, not after
+         * queue.block_ms */
+        snprintf(count, sizeof count, "%zu", consumer_free_slots(c, LANE_URGENT));
+        const char *uv[] = {"XREADGROUP", "GROUP", c->cfg->queue.group, c->cfg->queue.consumer,
+                            "COUNT", count, "STREAMS", c->lane_key[LANE_URGENT], ">"};
+        if (redisq_argv(c->rq, consumer_on_urgent_poll, c, 0, 9, uv, NULL) == 0)
+            c->urgent_polling = true;
+    }
     if (c->reading || !redisq_is_up(c->rqb))
         return;
     for (int l = 0; l < LANE_COUNT; l++) {
@@ -639,8 +667,15 @@ static void consumer_read(struct consumer *c)
     if (nl == 0)
         return;
     snprintf(count, sizeof count, "%zu", n);
+    /* Without the urgent lane (its slots are all taken), wait briefly, so
+     * that a freed slot is noticed soon even if the poll above found the
+     * lane empty. */
+    int block_ms = c->cfg->queue.block_ms;
     char block[16];
-    snprintf(block, sizeof block, "%d", c->cfg->queue.block_ms);
+
+    if (lanes[0] != LANE_URGENT && block_ms > 50)
+        block_ms = 50;
+    snprintf(block, sizeof block, "%d", block_ms);
     argv[argc++] = "XREADGROUP";
     argv[argc++] = "GROUP";
     argv[argc++] = c->cfg->queue.group;
@@ -654,8 +689,10 @@ static void consumer_read(struct consumer *c)
         argv[argc++] = c->lane_key[lanes[i]];
     for (int i = 0; i < nl; i++)
         argv[argc++] = ">";
-    if (redisq_argv(c->rqb, consumer_on_read, c, c->cfg->queue.block_ms, argc, argv, NULL) == 0)
+    if (redisq_argv(c->rqb, consumer_on_read, c, block_ms, argc, argv, NULL) == 0) {
         c->reading = true;
+        c->reading_urgent = lanes[0] == LANE_URGENT;
+    }
 }
 
 /* ---- finishing ---- */

@@ -1213,10 +1213,12 @@ static void fanout_on_page(struct redisq *q, const struct redisq_reply *r, void 
     jr->cursor = next;
     next = NULL;
     /* Ask for the next page now, so Redis reads it while this one is
-     * resolved here (the page counts against pages_ahead already). */
+     * resolved here (the page counts against pages_ahead already); but
+     * not for an urgent job's first page, whose deliveries must not wait
+     * behind the second page's reply. */
     jr->npages++;
     if (!jr->exhausted && jr->npages < (size_t)jr->f->cfg->audience.pages_ahead &&
-        redisq_is_up(jr->f->rq))
+        redisq_is_up(jr->f->rq) && !(fanout_urgent(jr) && jr->npages_read == 0))
         fanout_read_page(jr);
     jr->npages--;
     for (size_t i = 0; i < nrc; i++) {
@@ -1647,7 +1649,7 @@ static void fanout_ask_tokens(struct fanout *f, struct provider *p, double now)
 /* fanout_token - may a unit of lane start on provider p now?  Takes the
  * token if so.  Urgent units pass a pause (never the rate limit); others
  * wait while an urgent unit waits for the same provider. */
-static bool fanout_token(struct fanout *f, struct provider *p, bool urgent, double now)
+static bool fanout_token(struct provider *p, bool urgent, double now)
 {
     const struct config_provider *cp = p->cp;
 
@@ -1678,7 +1680,6 @@ static bool fanout_token(struct fanout *f, struct provider *p, bool urgent, doub
     p->blocked = true;
     if (urgent)
         p->urgent_waits = true;
-    (void)f;
     return false;
 }
 
@@ -1738,7 +1739,7 @@ static void fanout_run_units(struct job_run *jr, size_t cap, size_t lane_cap, do
                 if (f->inflight >= cap || f->lane_inflight[jr->lane] >= lane_cap)
                     return;
                 p = fanout_provider(f, unit_channel(pg, (uint32_t)u));
-                if (p != NULL && !fanout_token(f, p, urgent, now)) {
+                if (p != NULL && !fanout_token(p, urgent, now)) {
                     if (fanout_job_blocked(jr))
                         return;
                     continue;
@@ -1796,11 +1797,8 @@ static void fanout_pump(struct fanout *f)
     double now = clock_mono();
 
     for (int lane = 0; lane < LANE_COUNT; lane++)
-        for (struct job_run *jr = f->runs[lane]; jr; jr = jr->nextrun) {
+        for (struct job_run *jr = f->runs[lane]; jr; jr = jr->nextrun)
             fanout_checkpoint(jr);
-            if (!f->draining)
-                fanout_feed(jr);
-        }
     if (f->draining)
         return;
     for (size_t i = 0; i < f->nchannels; i++) {
@@ -1870,8 +1868,15 @@ static void fanout_on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
 
     (void)loop;
     (void)revents;
+    /* Start units, send their ledger writes, and only then ask for more
+     * pages: a page read queued before the `sending` writes would delay
+     * the first deliveries of an urgent job by its reply. */
     fanout_pump(f);
     fanout_flush_all(f);
+    if (!f->draining)
+        for (int lane = 0; lane < LANE_COUNT; lane++)
+            for (struct job_run *jr = f->runs[lane]; jr; jr = jr->nextrun)
+                fanout_feed(jr);
     for (int lane = 0; lane < LANE_COUNT; lane++)
         for (struct job_run *jr = f->runs[lane], *nx; jr; jr = nx) {
             nx = jr->nextrun;

@@ -14,6 +14,7 @@ worked.  Leaves no process behind.
 """
 
 import base64
+import calendar
 import json
 import os
 import random
@@ -71,6 +72,8 @@ def demo_config(redis_port, mock_url):
         "delivery": {"window": 64, "backoff_base_ms": 500, "backoff_max_ms": 5000,
                      "drain_timeout_ms": 5000},
         "http": {"connect_timeout_ms": 2000, "timeout_ms": 5000},
+        "flow": {"schedule_poll_ms": 250,
+                 "providers": {"webhook": {"rate": 50, "burst": 10}}},
         "log": {"level": "info", "pseudonym_key": "${HEROLD_PSEUDONYM_KEY}"},
         "templates": {"dir": TEMPLATES},
         "channels": {"webhook": {"endpoints": [
@@ -118,7 +121,17 @@ def jobs(tag):
         "audience": {"citizens": ["haushalt-10017"]},
         "text": "Besuchen Sie den Weihnachtsmarkt!",
     }
-    return announcement, alert, invalid
+    # a reminder scheduled a few seconds ahead: it waits in the scheduled set
+    at = time.time() + 4
+    reminder = {
+        "v": 1, "id": "sitzung-2026-12-04-%s" % tag, "kind": "notice",
+        "channels": ["webhook"], "topic": "abfall", "lang": "de",
+        "audience": {"topic": "abfall"},
+        "send_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + "Z",
+        "subject": "Erinnerung: Ratssitzung am Donnerstag",
+        "text": "Die öffentliche Ratssitzung beginnt am Donnerstag um 18 Uhr im Rathaussaal.",
+    }
+    return announcement, alert, invalid, reminder
 
 
 def wait_rejected(redis, entry, timeout=30):
@@ -161,14 +174,14 @@ def run(tmp):
     say(indent(out))
     say()
 
-    announcement, alert, invalid = jobs(suffix())
+    announcement, alert, invalid, reminder = jobs(suffix())
     rc, out, err = cli.run("render", "unwetterwarnung", "--channel", "sms")
     if rc != 0:
         raise DemoFailed("herold render failed: rc=%d %s" % (rc, err.strip()))
     say("  $ herold render unwetterwarnung --channel sms   (preview before sending)")
     say(indent(out))
     say()
-    for job, what in ((announcement, "announcement"), (alert, "alert")):
+    for job, what in ((announcement, "announcement"), (alert, "alert"), (reminder, "reminder")):
         rc, out, err = cli.enqueue(job)
         if rc != 0:
             raise DemoFailed("herold enqueue (%s) failed: rc=%d %s" % (what, rc, err.strip()))
@@ -185,13 +198,22 @@ def run(tmp):
     say("  XADD %sjobs:normal (the same job, bypassing the CLI) -> entry %s" % (PREFIX, entry))
     say()
 
+    def scheduled():
+        st = cli.status(reminder["id"])
+        return st if st and st.get("state") == "scheduled" else None
+    procs.wait_until(scheduled, 30, "the reminder to be scheduled")
+    rc, out, err = cli.run("schedule", "list")
+    say("  $ herold schedule list     (send_at %s: waits, then goes out once)" % reminder["send_at"])
+    say(indent(out))
+    say()
+
     statuses = {}
-    for job in (announcement, alert):
+    for job in (announcement, alert, reminder):
         statuses[job["id"]] = cli.wait_state(job["id"], ("done",), timeout=60, daemons=[daemon])
     rejected = wait_rejected(redis, entry)
 
     say("Delivery report")
-    for job in (announcement, alert):
+    for job in (announcement, alert, reminder):
         rc, out, err = cli.run("status", job["id"])
         if rc != 0:
             raise DemoFailed("herold status %s: rc=%d %s" % (job["id"], rc, err.strip()))
@@ -201,7 +223,8 @@ def run(tmp):
 
     records = mock.records()
     expected = {(announcement["id"], cid) for cid, _, a, _ in CITIZENS if a} | \
-               {(alert["id"], cid) for cid, _, _, b in CITIZENS if b}
+               {(alert["id"], cid) for cid, _, _, b in CITIZENS if b} | \
+               {(reminder["id"], cid) for cid, _, a, _ in CITIZENS if a}
     res = H.check(expected, records, list(statuses.values()))
     good = sum(1 for r in records if r.get("sig_ok"))
     say("  Stadt-App received %d webhook%s, signatures verified: %s (%d of %d)"
@@ -214,13 +237,18 @@ def run(tmp):
     say("  every subscribed, consenting household reached once: %s (lost %d, duplicates %d)"
         % ("yes" if not res.lost and not res.dup_by_unit else "NO", len(res.lost),
            res.dup_by_unit))
+    first = min((r.get("t", 0) for r in records if r.get("job") == reminder["id"]), default=0)
+    due = calendar.timegm(time.strptime(reminder["send_at"], "%Y-%m-%dT%H:%M:%SZ"))
+    say("  the scheduled reminder went out %.1f s after its send_at" % (first - due))
     alert_lane = statuses[alert["id"]].get("lane")
     say("  alert travelled on the %s lane" % alert_lane)
     say("  rejected entry %s: %s" % (rejected.get("entry"), rejected.get("reason")))
     say()
 
     problems = []
-    for job, col in ((announcement, 2), (alert, 3)):
+    if first < due:
+        problems.append("the reminder went out before its send_at")
+    for job, col in ((announcement, 2), (alert, 3), (reminder, 2)):
         st = statuses[job["id"]]
         want = sum(1 for c in CITIZENS if c[col])
         if H.count(st, "sent") != want:
