@@ -502,7 +502,8 @@ def in_doubt(statuses):
 
 # -- the checker -----------------------------------------------------------------
 
-TERMINAL_UNSENT = ("failed", "suppressed", "expired")
+# terminal ledger states other than sent (docs/redis-layout.md, docs/flow.md)
+TERMINAL_UNSENT = ("failed", "suppressed", "expired", "dead", "cancelled")
 
 
 class CheckResult:
@@ -548,7 +549,7 @@ def check(expected, records, statuses=(), accounted=None):
     expected: the (job, recipient) units producers were told were accepted.
     records: the mock records (one per received request).
     statuses: herold status dicts; their failures with a terminal state
-    (failed, suppressed, expired) count as accounted, not lost, and their
+    (TERMINAL_UNSENT) count as accounted, not lost, and their
     in_doubt counters are summed.
     An effect is a record with a valid signature that a receiver acted on.
     lost = expected - delivered - accounted.  Duplicates are copies beyond

@@ -15,8 +15,12 @@ webhook-signature "v1,<base64 HMAC-SHA256(key, id.timestamp.body)>", key
 hmac.compare_digest, timestamp within 5 minutes), answers per the
 current mode, and appends one JSON line per received request to the log:
 
-    {"t", "path", "webhook_id", "idempotency_key", "job", "recipient",
-     "attempt", "sig_ok", "status", "mode", "effect", ...}
+    {"t", "mono", "path", "webhook_id", "idempotency_key", "job",
+     "recipient", "attempt", "references", "msg_type", "sig_ok", "status",
+     "mode", "effect", ...}
+
+"t" is the wall clock at arrival, "mono" CLOCK_MONOTONIC (the same clock
+in every process on this machine, and never stepped: use it for rates).
 
 "status" is the code the mock answered (null when it reset the
 connection).  "effect" is true when a real receiver would have acted on
@@ -55,7 +59,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-TOLERANCE_S = 300
+TOLERANCE_S = 300          # --tolerance: a faked sender clock needs more
 MODES = ("ok", "status", "429", "slow", "trickle", "huge", "reset")
 
 
@@ -72,7 +76,7 @@ def sign(key, msg_id, ts, body):
     return base64.b64encode(mac).decode()
 
 
-def verify(key, msg_id, ts, sig_header, body, now=None):
+def verify(key, msg_id, ts, sig_header, body, now=None, tolerance=TOLERANCE_S):
     """(ok, why) for a Standard Webhooks request; never raises."""
     if not msg_id or not ts or not sig_header:
         return False, "missing webhook-id, webhook-timestamp or webhook-signature"
@@ -81,7 +85,7 @@ def verify(key, msg_id, ts, sig_header, body, now=None):
     except ValueError:
         return False, "webhook-timestamp not an integer"
     now = time.time() if now is None else now
-    if abs(now - ts_i) > TOLERANCE_S:
+    if abs(now - ts_i) > tolerance:
         return False, "webhook-timestamp outside tolerance"
     want = sign(key, msg_id, ts, body).encode()
     ok = False
@@ -97,8 +101,9 @@ def verify(key, msg_id, ts, sig_header, body, now=None):
 class State:
     """Mode, counters and the record log, shared by the handler threads."""
 
-    def __init__(self, key, log_path):
+    def __init__(self, key, log_path, tolerance=TOLERANCE_S):
         self.key = key
+        self.tolerance = tolerance
         self.lock = threading.Lock()
         self.mode = {"mode": "ok"}
         self.remaining = -1
@@ -259,12 +264,14 @@ class Handler(BaseHTTPRequestHandler):
     def _delivery(self):
         st = self.server.state
         now = time.time()
+        mono = time.monotonic()
         body = self._read_body()
         h = self.headers
         wid = h.get("webhook-id")
         ts = h.get("webhook-timestamp")
-        sig_ok, why = verify(st.key, wid, ts, h.get("webhook-signature"), body, now)
-        rec = {"t": now, "path": self.path, "webhook_id": wid,
+        sig_ok, why = verify(st.key, wid, ts, h.get("webhook-signature"), body, now,
+                             st.tolerance)
+        rec = {"t": now, "mono": mono, "path": self.path, "webhook_id": wid,
                "idempotency_key": h.get("Idempotency-Key"),
                "timestamp": ts, "sig_ok": sig_ok, "bytes": len(body)}
         if not sig_ok:
@@ -278,6 +285,7 @@ class Handler(BaseHTTPRequestHandler):
                        attempt=data.get("attempt"), kind=data.get("kind"),
                        priority=data.get("priority"), lang=data.get("lang"),
                        subject=data.get("subject"), text=data.get("text"),
+                       references=data.get("references"), msg_type=data.get("msg_type"),
                        body_ok=True)
         except (UnicodeDecodeError, ValueError, AttributeError):
             rec.update(job=None, recipient=None, attempt=None, body_ok=False)
@@ -411,7 +419,7 @@ def serve(args):
         secret = os.environ.get(args.secret_env, "")
     if not secret:
         sys.exit("mockhttp: no secret given (--secret or --secret-env)")
-    state = State(secret_key(secret), args.log)
+    state = State(secret_key(secret), args.log, args.tolerance)
     server = MockServer((args.host, args.port), Handler)
     server.state = state
     if args.tls_cert:
@@ -452,6 +460,8 @@ def main(argv=None):
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     ap.add_argument("--mode", help="initial mode as control JSON")
+    ap.add_argument("--tolerance", type=int, default=TOLERANCE_S,
+                    help="webhook-timestamp tolerance in seconds (default %(default)s)")
     args = ap.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
         ap.error("--tls-cert and --tls-key go together")
@@ -471,14 +481,18 @@ class MockHTTP:
         m.stop()
     """
 
-    def __init__(self, basedir, secret, tls=None, port=0, name="mock", path="/hook"):
-        """tls: (cert_file, key_file) for HTTPS, or None."""
+    def __init__(self, basedir, secret, tls=None, port=0, name="mock", path="/hook",
+                 tolerance=None):
+        """tls: (cert_file, key_file) for HTTPS, or None.  tolerance: the
+        webhook-timestamp window in seconds (None: the standard 300), for
+        a sender whose clock is faked on purpose."""
         self.basedir = basedir
         self.secret = secret
         self.tls = tls
         self.port = port
         self.name = name
         self.path = path
+        self.tolerance = tolerance
         self.log_path = os.path.join(basedir, name + ".jsonl")
         self.portfile = os.path.join(basedir, name + ".port")
         self.err_path = os.path.join(basedir, name + ".stderr")
@@ -501,6 +515,8 @@ class MockHTTP:
                 "--secret-env", "MOCKHTTP_SECRET"]
         if self.tls:
             argv += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
+        if self.tolerance is not None:
+            argv += ["--tolerance", str(int(self.tolerance))]
         env = dict(os.environ, MOCKHTTP_SECRET=self.secret)
         err = open(self.err_path, "ab")
         try:

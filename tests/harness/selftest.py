@@ -238,6 +238,29 @@ def t_badsig():
     expect(m.stats()["mode"]["mode"] == "ok", "a bad request consumed a mode")
 
 
+@case("mock: --tolerance widens the timestamp window; mono, references, msg_type recorded")
+def t_tolerance():
+    m = MockHTTP(BASE, H.WEBHOOK_SECRET, name="mock-tolerance", tolerance=7200).start()
+    try:
+        body, hdrs = signed(ts=int(time.time()) + 3600)
+        expect(curl(m.url, body, hdrs)[1] == "200", "+1 h rejected with tolerance 7200")
+        body, hdrs = signed(ts=int(time.time()) + 7500)
+        expect(curl(m.url, body, hdrs)[1] == "401", "+7500 s accepted with tolerance 7200")
+        doc = json.loads(signed()[0])
+        doc["data"].update(references="alert-0", msg_type="cancel")
+        body = json.dumps(doc).encode()
+        ts = int(time.time())
+        sig = openssl_sig(H.WEBHOOK_KEY, "msg_ref", ts, body)
+        rc, code, _ = curl(m.url, body, ["webhook-id: msg_ref", "webhook-timestamp: %d" % ts,
+                                         "webhook-signature: v1," + sig])
+        expect(code == "200", "http %s" % code)
+        rec = m.records()[-1]
+        expect(rec["references"] == "alert-0" and rec["msg_type"] == "cancel", rec)
+        expect(isinstance(rec["mono"], float) and abs(rec["mono"] - time.monotonic()) < 60, rec)
+    finally:
+        m.stop()
+
+
 @case("mock: status mode with count, then ok; count -1 until changed")
 def t_status():
     m = mock()
