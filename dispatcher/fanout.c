@@ -37,6 +37,17 @@
 
 enum item_action { ACT_SUBMIT, ACT_FINAL, ACT_LATER };
 
+/* A unit recorded as `sending`, waiting for its provider's token. */
+struct staged {
+    struct page *pg;
+    uint32_t unit;
+};
+
+struct stage_ring {
+    struct staged *v;
+    size_t head, n, cap;           /* cap: delivery.window */
+};
+
 /* Flow state of one provider (a configured channel): docs/flow.md. */
 struct provider {
     const struct config_provider *cp;   /* NULL: no limits */
@@ -50,6 +61,13 @@ struct provider {
     bool urgent_waits;             /* an urgent unit found no token in this pump */
     double paused_until;           /* clock_mono; Retry-After or an open circuit */
     int fails;                     /* transient failures in a row */
+    /* A rate-limited provider's token is taken when a unit is handed to
+     * it, after its `sending` record: units recorded but without a token
+     * wait in these rings (per lane), so a Redis stall never turns into a
+     * burst.  pipe counts units from their start to the hand-over, [0]
+     * non-urgent, [1] urgent; each at most the burst. */
+    struct stage_ring ring[LANE_COUNT];
+    size_t pipe[2];
     char key[TRACK_KEY_MAX];       /* shared limit key "P rl:<channel>" */
 };
 
@@ -180,6 +198,7 @@ struct fanout {
     char dlq_index_key[TRACK_KEY_MAX];
     size_t inflight;
     size_t lane_inflight[LANE_COUNT];
+    size_t since_bulk;             /* normal units started since bulk's last */
     long abort_after_ok, ok_count;
     bool draining;
     double ledger_hold_until;      /* Redis refused a write: resend after this (clock_mono) */
@@ -343,6 +362,47 @@ static void fanout_maybe_end(struct job_run *jr)
 }
 
 static void fanout_submit(struct page *pg, uint32_t u);
+static bool fanout_urgent(const struct job_run *jr);
+
+/* fanout_limited - does p have a rate limit (and so stage its units)? */
+static bool fanout_limited(const struct provider *p)
+{
+    return p != NULL && p->cp != NULL && p->cp->rate > 0;
+}
+
+/* fanout_unpipe - unit u of pg (of a rate-limited provider) is no longer
+ * between its start and its hand-over. */
+static void fanout_unpipe(struct page *pg, uint32_t u)
+{
+    struct provider *p = fanout_provider(pg->jr->f, unit_channel(pg, u));
+
+    if (fanout_limited(p)) {
+        size_t *n = &p->pipe[fanout_urgent(pg->jr) ? 1 : 0];
+        if (*n > 0)
+            (*n)--;
+    }
+}
+
+/* fanout_handover - unit u is recorded as `sending`: hand it to its
+ * channel, or, for a rate-limited provider, to the ring where it waits
+ * for a token (fanout_drain_rings). */
+static void fanout_handover(struct page *pg, uint32_t u)
+{
+    struct provider *p = fanout_provider(pg->jr->f, unit_channel(pg, u));
+    struct stage_ring *r;
+
+    if (!fanout_limited(p)) {
+        fanout_submit(pg, u);
+        return;
+    }
+    r = &p->ring[pg->jr->lane];
+    if (r->n == r->cap) {   /* cannot happen: staged units hold window slots */
+        fanout_unpipe(pg, u);
+        fanout_submit(pg, u);
+        return;
+    }
+    r->v[(r->head + r->n++) % r->cap] = (struct staged){pg, u};
+}
 
 /* fanout_batch_confirmed - Redis holds the batch: now do what follows. */
 static void fanout_batch_confirmed(struct batch *b)
@@ -364,14 +424,16 @@ static void fanout_batch_confirmed(struct batch *b)
             un->busy = 0;
             jr->busy_count--;
             page_settle(it->pg);
-            if (it->action == ACT_SUBMIT)
+            if (it->action == ACT_SUBMIT) {
                 fanout_inflight_dec(jr->f, jr->lane);
+                fanout_unpipe(it->pg, it->unit);
+            }
             continue;
         }
         switch (it->action) {
         case ACT_SUBMIT:
             un->state = UNIT_SENDING;
-            fanout_submit(it->pg, it->unit);
+            fanout_handover(it->pg, it->unit);
             break;
         case ACT_LATER: {
             /* Set the next take from the confirmation: replies come in
@@ -895,6 +957,11 @@ static void fanout_start_unit(struct page *pg, uint32_t u)
     bool doubt = un->state == UNIT_SENDING || un->doubt;
     un->doubt = 0;
     fanout_inflight_inc(f, jr->lane);
+    {
+        struct provider *p = fanout_provider(f, unit_channel(pg, u));
+        if (fanout_limited(p))
+            p->pipe[fanout_urgent(jr) ? 1 : 0]++;
+    }
     fanout_record(pg, u, UNIT_SENDING, ACT_SUBMIT, 0, "", 0, doubt);
 }
 
@@ -1683,6 +1750,91 @@ static bool fanout_token(struct provider *p, bool urgent, double now)
     return false;
 }
 
+/* fanout_may_start - may a unit of jr's lane start on provider p now?
+ * Not while p is paused (urgent units excepted) or an urgent unit waits
+ * for p; for a rate-limited p, while fewer than its burst are between
+ * their start and their hand-over. */
+static bool fanout_may_start(struct provider *p, bool urgent, double now)
+{
+    size_t cap;
+
+    if (p->blocked && !urgent)
+        return false;
+    if (!urgent && (p->urgent_waits || now < p->paused_until)) {
+        p->blocked = true;
+        return false;
+    }
+    if (!fanout_limited(p))
+        return true;
+    cap = p->cp->burst < 1 ? 1 : (size_t)p->cp->burst;
+    if (p->pipe[urgent ? 1 : 0] < cap)
+        return true;
+    if (urgent)
+        p->urgent_waits = true;
+    else
+        p->blocked = true;
+    return false;
+}
+
+/* fanout_drain_rings - hand staged units to their rate-limited providers
+ * while tokens last, urgent first; units of a job cancelled or expired
+ * meanwhile are recorded so instead. */
+static void fanout_drain_rings(struct fanout *f, double now)
+{
+    for (size_t i = 0; i < f->nchannels; i++) {
+        struct provider *p = &f->prov[i];
+        if (!fanout_limited(p))
+            continue;
+        for (int lane = 0; lane < LANE_COUNT; lane++) {
+            struct stage_ring *r = &p->ring[lane];
+            while (r->n > 0) {
+                struct staged st = r->v[r->head];
+                struct job_run *jr = st.pg->jr;
+                bool closing = fanout_closing(jr);
+                if (!closing && !fanout_token(p, lane == LANE_URGENT, now))
+                    break;
+                r->head = (r->head + 1) % r->cap;
+                r->n--;
+                fanout_unpipe(st.pg, st.unit);
+                if (closing) {
+                    fanout_inflight_dec(f, jr->lane);
+                    fanout_record(st.pg, st.unit, jr->cancelled ? UNIT_CANCELLED : UNIT_EXPIRED,
+                                  ACT_FINAL, 0, jr->cancelled ? "job cancelled"
+                                                              : "expires_at passed", 0, false);
+                    continue;
+                }
+                fanout_submit(st.pg, st.unit);
+            }
+            if (r->n > 0)
+                break;   /* no token: the lanes after this one wait too */
+        }
+    }
+}
+
+/* fanout_unstage_all - draining: staged units are not handed over any
+ * more; they go back to the later set (not counted as an attempt). */
+static void fanout_unstage_all(struct fanout *f)
+{
+    for (size_t i = 0; i < f->nchannels; i++) {
+        struct provider *p = &f->prov[i];
+        for (int lane = 0; lane < LANE_COUNT && fanout_limited(p); lane++) {
+            struct stage_ring *r = &p->ring[lane];
+            while (r->n > 0) {
+                struct staged st = r->v[r->head];
+                struct unit *un = &st.pg->u[st.unit];
+                r->head = (r->head + 1) % r->cap;
+                r->n--;
+                fanout_unpipe(st.pg, st.unit);
+                fanout_inflight_dec(f, st.pg->jr->lane);
+                if (un->attempts > 0)
+                    un->attempts--;
+                fanout_record(st.pg, st.unit, UNIT_RETRY, ACT_LATER, 0, "not sent: shutting down",
+                              clock_wall(), false);
+            }
+        }
+    }
+}
+
 /* fanout_job_blocked - no channel of jr can start a unit in this pump. */
 static bool fanout_job_blocked(const struct job_run *jr)
 {
@@ -1706,17 +1858,18 @@ static bool fanout_warming(const struct job_run *jr)
     return !jr->exhausted && jr->pages == NULL;
 }
 
-/* fanout_run_units - start jr's ready units while the window (cap in
- * total, lane_cap for jr's lane) has room and providers have tokens;
- * decide the units of a cancelled or expired job. */
-static void fanout_run_units(struct job_run *jr, size_t cap, size_t lane_cap, double now)
+/* fanout_run_units - start up to budget of jr's ready units while the
+ * window (cap in total) has room and providers have tokens; decide the
+ * units of a cancelled or expired job.  Returns the units started. */
+static size_t fanout_run_units(struct job_run *jr, size_t cap, size_t budget, double now)
 {
     struct fanout *f = jr->f;
     bool urgent = jr->lane == LANE_URGENT;
     double wall = clock_wall();
+    size_t started = 0;
 
     if (jr->abandoned || jr->ended)
-        return;
+        return 0;
     for (int pass = 0; pass < 2; pass++) {
         for (struct page *pg = pass ? jr->lpages : jr->pages; pg; pg = pg->next) {
             if (!pg->ready)
@@ -1736,18 +1889,32 @@ static void fanout_run_units(struct job_run *jr, size_t cap, size_t lane_cap, do
                     fanout_decide(pg, (uint32_t)u, UNIT_EXPIRED, "expires_at passed", 0);
                     continue;
                 }
-                if (f->inflight >= cap || f->lane_inflight[jr->lane] >= lane_cap)
-                    return;
+                if (f->inflight >= cap || started >= budget)
+                    return started;
                 p = fanout_provider(f, unit_channel(pg, (uint32_t)u));
-                if (p != NULL && !fanout_token(p, urgent, now)) {
+                if (p != NULL && !fanout_may_start(p, urgent, now)) {
                     if (fanout_job_blocked(jr))
-                        return;
+                        return started;
                     continue;
                 }
                 fanout_start_unit(pg, (uint32_t)u);
+                started++;
             }
         }
     }
+    return started;
+}
+
+/* fanout_start_lane - fanout_run_units over the runs of lane, oldest
+ * first, within one budget. */
+static size_t fanout_start_lane(struct fanout *f, enum track_lane lane, size_t cap, size_t budget,
+                              double now)
+{
+    size_t started = 0;
+
+    for (struct job_run *jr = f->runs[lane]; jr && started < budget; jr = jr->nextrun)
+        started += fanout_run_units(jr, cap, budget - started, now);
+    return started;
 }
 
 /* fanout_wake_at - arm the wake timer for the earliest moment a blocked
@@ -1759,7 +1926,12 @@ static void fanout_wake_at(struct fanout *f, double now)
     for (size_t i = 0; i < f->nchannels; i++) {
         struct provider *p = &f->prov[i];
         double t = now;
-        if (!p->blocked && !p->urgent_waits && p->want == 0)
+        size_t staged = 0;
+        for (int l = 0; l < LANE_COUNT && fanout_limited(p); l++)
+            staged += p->ring[l].n;
+        /* units waiting for a token, or for the end of a pause; a full
+         * pipe needs no timer: the ledger's reply wakes the loop */
+        if (staged == 0 && p->want == 0 && !(p->blocked && now < p->paused_until))
             continue;
         if (now < p->paused_until)
             t = p->paused_until;
@@ -1792,34 +1964,48 @@ static void fanout_pump(struct fanout *f)
 {
     size_t window = (size_t)f->cfg->delivery.window;
     size_t lim = window - (size_t)f->cfg->flow.urgent_reserve;
-    size_t share = window / (size_t)f->cfg->flow.bulk_share;
+    size_t share = (size_t)f->cfg->flow.bulk_share;
     bool warming = false;
     double now = clock_mono();
 
     for (int lane = 0; lane < LANE_COUNT; lane++)
         for (struct job_run *jr = f->runs[lane]; jr; jr = jr->nextrun)
             fanout_checkpoint(jr);
-    if (f->draining)
+    if (f->draining) {
+        fanout_unstage_all(f);
         return;
+    }
     for (size_t i = 0; i < f->nchannels; i++) {
         f->prov[i].blocked = false;
         f->prov[i].urgent_waits = false;
         f->prov[i].want = 0;
     }
+    fanout_drain_rings(f, now);
+    /* the token check above decided who waits; starts only fill the rings */
+    for (size_t i = 0; i < f->nchannels; i++)
+        f->prov[i].blocked = false;
     for (struct job_run *jr = f->runs[LANE_URGENT]; jr; jr = jr->nextrun) {
-        fanout_run_units(jr, window, window, now);
+        fanout_run_units(jr, window, SIZE_MAX, now);
         warming |= fanout_warming(jr);
     }
-    if (!warming) {
-        if (share == 0)
-            share = 1;
-        if (f->lane_inflight[LANE_BULK] < share)
-            for (struct job_run *jr = f->runs[LANE_BULK]; jr; jr = jr->nextrun)
-                fanout_run_units(jr, lim, share, now);
-        for (struct job_run *jr = f->runs[LANE_NORMAL]; jr; jr = jr->nextrun)
-            fanout_run_units(jr, lim, window, now);
-        for (struct job_run *jr = f->runs[LANE_BULK]; jr; jr = jr->nextrun)
-            fanout_run_units(jr, lim, window, now);
+    /* Normal before bulk, but of every bulk_share units started while
+     * both have work, one is bulk's: counted in starts, not in units in
+     * flight, so a rate-limited provider's tokens are shared the same way. */
+    while (!warming && f->inflight < lim) {
+        size_t n, quota;
+        if (f->since_bulk + 1 >= share) {
+            /* bulk's turn: one unit, if it has one ready */
+            fanout_start_lane(f, LANE_BULK, lim, 1, now);
+            f->since_bulk = 0;
+        }
+        quota = share - 1 > f->since_bulk ? share - 1 - f->since_bulk : 1;
+        n = fanout_start_lane(f, LANE_NORMAL, lim, quota, now);
+        f->since_bulk += n;
+        if (n < quota) {
+            /* normal has nothing more to start now: bulk may fill up */
+            fanout_start_lane(f, LANE_BULK, lim, SIZE_MAX, now);
+            break;
+        }
     }
     for (size_t i = 0; i < f->nchannels; i++)
         if (f->prov[i].want > 0 && f->prov[i].cp && f->prov[i].cp->shared)
@@ -1919,6 +2105,15 @@ static void fanout_on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
+/* fanout_free_prov - the first n providers' rings, and the array. */
+static void fanout_free_prov(struct fanout *f, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        for (int l = 0; l < LANE_COUNT; l++)
+            herold_free(f->prov[i].ring[l].v);
+    herold_free(f->prov);
+}
+
 struct fanout *fanout_new(struct ev_loop *loop, const struct herold_config *cfg,
                           struct redisq *rq, const struct fanout_channel *channels,
                           size_t nchannels, fanout_end_fn *on_end, void *arg,
@@ -1946,6 +2141,15 @@ struct fanout *fanout_new(struct ev_loop *loop, const struct herold_config *cfg,
         p->cp = config_provider(cfg, channels[i].ops->name);
         if (p->cp)
             rl_init(&p->bucket, p->cp->rate, p->cp->burst, clock_mono());
+        for (int l = 0; l < LANE_COUNT && fanout_limited(p); l++) {
+            p->ring[l].cap = (size_t)cfg->delivery.window;
+            p->ring[l].v = herold_calloc(p->ring[l].cap, sizeof *p->ring[l].v);
+            if (p->ring[l].v == NULL) {
+                fanout_free_prov(f, i + 1);
+                herold_free(f);
+                return NULL;
+            }
+        }
         snprintf(p->key, sizeof p->key, "%srl:%s", cfg->redis.prefix, channels[i].ops->name);
     }
     track_key(f->dlq_index_key, cfg->redis.prefix, "dlq");
@@ -1977,7 +2181,7 @@ void fanout_free(struct fanout *f)
     ev_timer_stop(f->loop, &f->tick);
     ev_timer_stop(f->loop, &f->deadline);
     ev_timer_stop(f->loop, &f->wake);
-    herold_free(f->prov);
+    fanout_free_prov(f, f->nchannels);
     herold_free(f);
 }
 
