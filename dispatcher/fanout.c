@@ -1777,8 +1777,10 @@ static bool fanout_may_start(struct provider *p, bool urgent, double now)
 }
 
 /* fanout_drain_rings - hand staged units to their rate-limited providers
- * while tokens last, urgent first; units of a job cancelled or expired
- * meanwhile are recorded so instead. */
+ * while tokens last, urgent first; units of a job that expired meanwhile
+ * are recorded so instead.  A cancel does not stop them: their `sending`
+ * is on record, and a cancellation to the citizens an alert reached
+ * counts them as reached (script reach), so they must go out. */
 static void fanout_drain_rings(struct fanout *f, double now)
 {
     for (size_t i = 0; i < f->nchannels; i++) {
@@ -1790,7 +1792,7 @@ static void fanout_drain_rings(struct fanout *f, double now)
             while (r->n > 0) {
                 struct staged st = r->v[r->head];
                 struct job_run *jr = st.pg->jr;
-                bool closing = fanout_closing(jr);
+                bool closing = jr->expires_at > 0 && clock_wall() >= jr->expires_at;
                 if (!closing && !fanout_token(p, lane == LANE_URGENT, now))
                     break;
                 r->head = (r->head + 1) % r->cap;
@@ -1798,9 +1800,8 @@ static void fanout_drain_rings(struct fanout *f, double now)
                 fanout_unpipe(st.pg, st.unit);
                 if (closing) {
                     fanout_inflight_dec(f, jr->lane);
-                    fanout_record(st.pg, st.unit, jr->cancelled ? UNIT_CANCELLED : UNIT_EXPIRED,
-                                  ACT_FINAL, 0, jr->cancelled ? "job cancelled"
-                                                              : "expires_at passed", 0, false);
+                    fanout_record(st.pg, st.unit, UNIT_EXPIRED, ACT_FINAL, 0,
+                                  "expires_at passed", 0, false);
                     continue;
                 }
                 fanout_submit(st.pg, st.unit);
