@@ -1198,3 +1198,64 @@ def flow_clock_jump(ctx):
         problems.append("%d Redis command timeout(s) after forward clock jumps although Redis "
                         "answered (teardown of a connection, commands in doubt)" % len(spurious))
     ctx.expect(not problems, "; ".join(problems))
+
+
+@test
+def flow_emergency_mandatory_and_update(ctx):
+    """Emergency path: an urgent alert also goes out on the configured
+    mandatory channel (e-mail here), a normal announcement does not; an
+    update that references the alert cancels what is left of it and
+    carries references and msg_type to the webhook receiver."""
+    r = ctx.redis()
+    m = ctx.mock()
+    sink = Sink(ctx).start()
+    email = {"relay": {"host": "localhost", "port": sink.port, "starttls": "off"},
+             "from": {"address": "rathaus@musterstadt.example", "name": "Stadt Musterstadt"},
+             "workers": 2, "connect_timeout_ms": 2000, "command_timeout_ms": 5000,
+             "data_timeout_ms": 5000}
+    cfg = ctx.config(r, {"mock": m}, channels={"email": email},
+                     delivery={"max_attempts": 20, "window": 8},
+                     flow={"mandatory_channels": ["email", "sms"],
+                           "providers": {"webhook": {"rate": 20, "burst": 2}}})
+    d = ctx.daemon(cfg, env=EMAIL_ENV)
+    cli = ctx.cli(cfg)
+    n = 60
+    alert = H.make_job("mand-alert", n, lane="urgent", kind="alert")
+    note = H.make_job("mand-note", 3, first=500)
+    cli.enqueue_ok(note)
+    cli.enqueue_ok(alert)
+    # let the rate-limited alert get going, then correct it
+    wait_records(m, 8, what="the first alert requests")
+    update = H.make_job("mand-update", n, lane="urgent", kind="alert",
+                        references="mand-alert", msg_type="update",
+                        subject="Korrektur: Unwetterwarnung aufgehoben")
+    cli.enqueue_ok(update)
+    st_u = cli.wait_state("mand-update", ("done",), timeout=120, daemons=[d])
+    st_a = cli.wait_state("mand-alert", ("cancelled", "done"), timeout=120, daemons=[d])
+    st_n = cli.wait_state("mand-note", ("done",), timeout=60, daemons=[d])
+
+    ctx.expect(st_a.get("state") == "cancelled", "the referenced alert ended %r, not cancelled"
+               % st_a.get("state"))
+    ctx.expect(H.count(st_u, "sent", "email") == n,
+               "update: %d e-mails sent, want %d (mandatory channel)"
+               % (H.count(st_u, "sent", "email"), n))
+    ctx.expect(H.count(st_n, "sent", "email") == 0 and "email" not in (st_n.get("counts") or {}),
+               "the normal announcement got the mandatory channel: %s" % st_n.get("counts"))
+    ctx.expect("sms" not in (st_u.get("counts") or {}),
+               "an unconfigured mandatory channel was used: %s" % st_u.get("counts"))
+    recs = records_of(m, "mand-update")
+    ctx.expect(len({x.get("recipient") for x in recs}) == n,
+               "update reached %d webhook recipients, want %d"
+               % (len({x.get("recipient") for x in recs}), n))
+    bad = [x for x in recs if x.get("references") != "mand-alert" or x.get("msg_type") != "update"]
+    ctx.expect(not bad, "update webhooks without references/msg_type: %s" % bad[:2])
+    orig = records_of(m, "mand-alert")
+    later = [x for x in orig if x["t"] > min(y["t"] for y in recs) + 1.0]
+    ctx.expect(not later, "%d requests of the original alert more than 1 s after the update "
+               "started" % len(later))
+    mails = [e for e, _ in sink.messages()]
+    ctx.note("alert: webhook %d requests, e-mail sent %d, cancelled %d; update: webhook %d, "
+             "e-mail %d; sink %d messages" % (len(orig), H.count(st_a, "sent", "email"),
+                                              H.count(st_a, "cancelled", "webhook") +
+                                              H.count(st_a, "cancelled", "email"), len(recs),
+                                              H.count(st_u, "sent", "email"), len(mails)))
