@@ -85,41 +85,12 @@ class ProviderNginx(Nginx):
     """webhook_bench's nginx, with /bulk (not logged) and /alert (logged
     with the time and the webhook-id of each request)."""
 
-    def _write_conf(self):
-        d = self.dir
-        self.alert_log = os.path.join(d, "alert.log")
-        for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            os.makedirs(os.path.join(d, "tmp", sub), exist_ok=True)
-        user = "user root;\n" if os.geteuid() == 0 else ""
-        # $msec is the time of the log write, right after the request was
-        # read and answered (return 200 needs no upstream), in ms.  The
-        # buffer keeps nginx from one write() per request; flush bounds how
-        # late a line reaches the file, not its timestamp.
-        conf = """\
-daemon off;
-master_process on;
-worker_processes 1;
-%(user)serror_log %(d)s/error.log warn;
-pid %(d)s/nginx.pid;
-lock_file %(d)s/nginx.lock;
-worker_rlimit_nofile 8192;
-events {
-    worker_connections 4096;
-}
-http {
-    access_log off;
-    log_format alert '$msec $http_webhook_id';
-    client_body_temp_path %(d)s/tmp/body;
-    proxy_temp_path %(d)s/tmp/proxy;
-    fastcgi_temp_path %(d)s/tmp/fastcgi;
-    uwsgi_temp_path %(d)s/tmp/uwsgi;
-    scgi_temp_path %(d)s/tmp/scgi;
-    keepalive_requests 1000000;
-    keepalive_timeout 300s;
-    client_body_buffer_size 64k;
-    client_max_body_size 1m;
-    server {
-        listen 127.0.0.1:%(port)d backlog=4096;
+    # $msec is the time of the log write, right after the request was
+    # read and answered (return 200 needs no upstream), in ms.  The buffer
+    # keeps nginx from one write() per request; flush bounds how late a
+    # line reaches the file, not its timestamp.
+    HTTP_EXTRA = "    log_format alert '$msec $http_webhook_id';\n"
+    LOCATIONS = """\
         location = /bulk {
             default_type application/json;
             return 200 '{"ok":true}';
@@ -129,14 +100,11 @@ http {
             default_type application/json;
             return 200 '{"ok":true}';
         }
-        location = /_status {
-            stub_status;
-        }
-    }
-}
-""" % {"user": user, "d": d, "port": self.port}
-        with open(self.conf, "w") as f:
-            f.write(conf)
+"""
+
+    def _write_conf(self):
+        self.alert_log = os.path.join(self.dir, "alert.log")
+        super()._write_conf()
 
     def endpoint(self, path):
         return "http://127.0.0.1:%d/%s" % (self.port, path)

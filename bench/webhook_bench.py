@@ -61,6 +61,16 @@ class Nginx:
         self.proc = None
         self._write_conf()
 
+    # What the server answers, and the http-level lines it needs (log
+    # formats); a subclass may serve other paths.
+    HTTP_EXTRA = ""
+    LOCATIONS = """\
+        location = /hook {
+            default_type application/json;
+            return 200 '{"ok":true}';
+        }
+"""
+
     def _write_conf(self):
         d = self.dir
         for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
@@ -82,27 +92,24 @@ events {
 }
 http {
     access_log off;
-    client_body_temp_path %(d)s/tmp/body;
+%(extra)s    client_body_temp_path %(d)s/tmp/body;
     proxy_temp_path %(d)s/tmp/proxy;
     fastcgi_temp_path %(d)s/tmp/fastcgi;
     uwsgi_temp_path %(d)s/tmp/uwsgi;
     scgi_temp_path %(d)s/tmp/scgi;
-    keepalive_requests 100000;
+    keepalive_requests 1000000;
     keepalive_timeout 300s;
     client_body_buffer_size 64k;
     client_max_body_size 1m;
     server {
         listen 127.0.0.1:%(port)d backlog=4096;
-        location = /hook {
-            default_type application/json;
-            return 200 '{"ok":true}';
-        }
-        location = /_status {
+%(locations)s        location = /_status {
             stub_status;
         }
     }
 }
-""" % {"user": user, "d": d, "port": self.port}
+""" % {"user": user, "d": d, "port": self.port, "extra": self.HTTP_EXTRA,
+       "locations": self.LOCATIONS % {"d": d}}
         with open(self.conf, "w") as f:
             f.write(conf)
 
