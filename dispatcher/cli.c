@@ -103,23 +103,9 @@ static bool cli_channel_ok(const char *name, void *arg)
     return cfg->channels == NULL || json_object_get(cfg->channels, name) != NULL;
 }
 
-static struct redisq_sync *cli_connect(const struct herold_config *cfg,
-                                       struct redisq_config *rc)
+static struct redisq_sync *cli_connect(const struct herold_config *cfg)
 {
-    struct herr err;
-    struct redisq_sync *s;
-
-    *rc = (struct redisq_config){
-        .host = cfg->redis.host, .port = cfg->redis.port,
-        .unix_socket = cfg->redis.unix_socket, .username = cfg->redis.username,
-        .password = cfg->redis.password, .client_name = "herold-cli",
-        .connect_timeout_ms = cfg->redis.connect_timeout_ms,
-        .command_timeout_ms = cfg->redis.command_timeout_ms,
-    };
-    s = redisq_sync_connect(rc, &err);
-    if (s == NULL)
-        fprintf(stderr, "herold: %s\n", err.msg);
-    return s;
+    return redisq_sync_open(&cfg->redis, "herold-cli", NULL);
 }
 
 /* cli_load_templates - the configured message set, or NULL (with a message
@@ -163,7 +149,6 @@ static int cli_enqueue(const struct herold_config *cfg, const char *path)
 {
     struct job_limits lim = {cfg->jobs.max_bytes, cfg->jobs.max_recipients,
                              cfg->jobs.max_subject_chars, cfg->jobs.max_text_bytes};
-    struct redisq_config rc;
     struct redisq_sync *s = NULL;
     struct redisq_reply *r = NULL;
     struct job *job = NULL;
@@ -188,7 +173,7 @@ static int cli_enqueue(const struct herold_config *cfg, const char *path)
         rc_exit = err.kind == HERR_INPUT ? CLI_INVALID : CLI_ERROR;
         goto out;
     }
-    s = cli_connect(cfg, &rc);
+    s = cli_connect(cfg);
     if (s == NULL)
         goto out;
     snprintf(ttl, sizeof ttl, "%ld", cfg->jobs.retention_days * 86400L);
@@ -278,7 +263,6 @@ static void cli_print_status(const json_t *st)
 
 static int cli_status(const struct herold_config *cfg, const char *id, bool as_json)
 {
-    struct redisq_config rc;
     struct redisq_sync *s;
     struct herr err;
     json_t *st;
@@ -287,7 +271,7 @@ static int cli_status(const struct herold_config *cfg, const char *id, bool as_j
         fprintf(stderr, "herold: not a job id\n");
         return CLI_INVALID;
     }
-    s = cli_connect(cfg, &rc);
+    s = cli_connect(cfg);
     if (s == NULL)
         return CLI_ERROR;
     st = track_status(s, cfg->redis.prefix, id, 1000, &err);

@@ -47,19 +47,7 @@ bool cli_flow_handles(const char *cmd)
 /* cf_connect - the synchronous connection, or NULL with a message. */
 static struct redisq_sync *cf_connect(const struct herold_config *cfg)
 {
-    struct redisq_config rc = {
-        .host = cfg->redis.host, .port = cfg->redis.port,
-        .unix_socket = cfg->redis.unix_socket, .username = cfg->redis.username,
-        .password = cfg->redis.password, .client_name = "herold-cli",
-        .connect_timeout_ms = cfg->redis.connect_timeout_ms,
-        .command_timeout_ms = cfg->redis.command_timeout_ms,
-    };
-    struct herr err;
-    struct redisq_sync *s = redisq_sync_connect(&rc, &err);
-
-    if (s == NULL)
-        fprintf(stderr, "herold: %s\n", err.msg);
-    return s;
+    return redisq_sync_open(&cfg->redis, "herold-cli", NULL);
 }
 
 /* cf_cmd - run one command; a new reply, or NULL with a message when the

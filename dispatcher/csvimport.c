@@ -1114,15 +1114,7 @@ static void csvimport_send(struct csvimport *im, enum csvimport_outcome o,
 static struct redisq_sync *csvimport_connect(const struct herold_config *cfg,
                                              struct herr *err)
 {
-    struct redisq_config rc = {
-        .host = cfg->redis.host, .port = cfg->redis.port,
-        .unix_socket = cfg->redis.unix_socket, .username = cfg->redis.username,
-        .password = cfg->redis.password, .client_name = "herold-import",
-        .connect_timeout_ms = cfg->redis.connect_timeout_ms,
-        .command_timeout_ms = cfg->redis.command_timeout_ms,
-    };
-
-    return redisq_sync_connect(&rc, err);
+    return redisq_sync_open(&cfg->redis, "herold-import", err);
 }
 
 /* csvimport_writer - the body of writer process k of n: its own file

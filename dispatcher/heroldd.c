@@ -316,18 +316,7 @@ int main(int argc, char **argv)
         goto out;
     }
 
-    h.rconf = (struct redisq_config){
-        .host = h.cfg->redis.host,
-        .port = h.cfg->redis.port,
-        .unix_socket = h.cfg->redis.unix_socket,
-        .username = h.cfg->redis.username,
-        .password = h.cfg->redis.password,
-        .client_name = "heroldd",
-        .connect_timeout_ms = h.cfg->redis.connect_timeout_ms,
-        .command_timeout_ms = h.cfg->redis.command_timeout_ms,
-        .reconnect_min_ms = h.cfg->redis.reconnect_min_ms,
-        .reconnect_max_ms = h.cfg->redis.reconnect_max_ms,
-    };
+    h.rconf = redisq_config_from(&h.cfg->redis, "heroldd");
     h.rq = redisq_new(h.loop, &h.rconf, "main", consumer_on_redis, NULL);
     h.rqb = redisq_new(h.loop, &h.rconf, "read", consumer_on_redis, NULL);
     if (h.rq == NULL || h.rqb == NULL)

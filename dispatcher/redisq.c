@@ -18,10 +18,12 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <openssl/sha.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 
+#include "../config/config.h"
 #include "alloc.h"
 #include "clock.h"
 #include "log.h"
@@ -567,11 +569,34 @@ bool redisq_reply_is_error(const struct redisq_reply *r, const char *prefix)
            strncmp(x->str, prefix, strlen(prefix)) == 0;
 }
 
+struct redisq_config redisq_config_from(const struct config_redis *c, const char *client)
+{
+    return (struct redisq_config){
+        .host = c->host, .port = c->port, .unix_socket = c->unix_socket,
+        .username = c->username, .password = c->password, .client_name = client,
+        .connect_timeout_ms = c->connect_timeout_ms,
+        .command_timeout_ms = c->command_timeout_ms,
+        .reconnect_min_ms = c->reconnect_min_ms, .reconnect_max_ms = c->reconnect_max_ms,
+    };
+}
+
 /* ---- synchronous connection (CLI) ---- */
 
 struct redisq_sync {
     redisContext *c;
 };
+
+struct redisq_sync *redisq_sync_open(const struct config_redis *c, const char *client,
+                                     struct herr *err)
+{
+    struct redisq_config rc = redisq_config_from(c, client);
+    struct herr own;
+    struct redisq_sync *s = redisq_sync_connect(&rc, err ? err : &own);
+
+    if (s == NULL && err == NULL)
+        fprintf(stderr, "herold: %s\n", own.msg);
+    return s;
+}
 
 struct redisq_sync *redisq_sync_connect(const struct redisq_config *conf, struct herr *err)
 {

@@ -30,6 +30,8 @@
 
 #include "herr.h"
 
+struct config_redis;
+
 struct redisq;
 struct redisq_reply;          /* borrowed inside callbacks only */
 
@@ -116,8 +118,17 @@ const struct redisq_reply *redisq_reply_elem(const struct redisq_reply *r, size_
 /* true if r is an error reply whose text starts with prefix */
 bool redisq_reply_is_error(const struct redisq_reply *r, const char *prefix);
 
+/* redisq_config_from - the connection settings of the redis config
+ * section c, announced to Redis as client (CLIENT SETNAME). */
+struct redisq_config redisq_config_from(const struct config_redis *c, const char *client);
+
 /* ---- synchronous connection, for the CLI only ---- */
 struct redisq_sync;
+
+/* redisq_sync_open - redisq_sync_connect with the settings of section c;
+ * on failure, the reason goes to stderr as "herold: ..." when err is NULL. */
+struct redisq_sync *redisq_sync_open(const struct config_redis *c, const char *client,
+                                     struct herr *err);
 
 /* redisq_sync_connect - connect and AUTH, blocking up to the connect
  * timeout.  NULL and err on failure. */
