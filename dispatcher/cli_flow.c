@@ -271,42 +271,58 @@ static json_t *cf_dlq_row(struct redisq_sync *s, const char *prefix, const char 
     return row;
 }
 
-/* cf_dlq_list - `dlq list`: the index, newest dead letter first. */
-static int cf_dlq_list(const struct herold_config *cfg, bool as_json)
-{
-    struct redisq_sync *s = cf_connect(cfg);
-    json_t *rows = json_array(), *row;
-    char ik[TRACK_KEY_MAX], a[24], b[24];
-    int rc = CF_ERROR;
-    size_t i;
+/* A row builder for cf_zset_rows: member and score of one entry, as a
+ * new JSON object, or NULL when Redis failed. */
+typedef json_t *cf_row_fn(struct redisq_sync *s, const char *prefix, const char *member,
+                          const char *score);
 
-    if (s == NULL)
-        goto out;
-    track_key(ik, cfg->redis.prefix, "dlq");
+/* cf_zset_rows - the rows of every member of sorted set key, read in pages
+ * (cmd ZRANGE or ZREVRANGE), into rows; -1 when Redis failed. */
+static int cf_zset_rows(struct redisq_sync *s, const char *prefix, const char *cmd,
+                        const char *key, cf_row_fn *fn, json_t *rows)
+{
+    char a[24], b[24];
+
     for (long start = 0;; start += CF_PAGE) {
-        const char *av[] = {"ZREVRANGE", ik, a, b, "WITHSCORES"};
+        const char *av[] = {cmd, key, a, b, "WITHSCORES"};
         struct redisq_reply *r;
         size_t n;
 
         snprintf(a, sizeof a, "%ld", start);
         snprintf(b, sizeof b, "%ld", start + CF_PAGE - 1);
         if ((r = cf_cmd(s, 5, av)) == NULL)
-            goto out;
+            return -1;
         n = redisq_reply_len(r) / 2;
-        for (i = 0; i < n; i++) {
-            const char *id = cf_str(r, 2 * i);
-            if (id == NULL)
+        for (size_t i = 0; i < n; i++) {
+            const char *member = cf_str(r, 2 * i);
+            json_t *row;
+            if (member == NULL)
                 continue;
-            if ((row = cf_dlq_row(s, cfg->redis.prefix, id, cf_str(r, 2 * i + 1))) == NULL) {
+            if ((row = fn(s, prefix, member, cf_str(r, 2 * i + 1))) == NULL) {
                 redisq_sync_reply_free(r);
-                goto out;
+                return -1;
             }
             json_array_append_new(rows, row);
         }
         redisq_sync_reply_free(r);
         if (n < CF_PAGE)
-            break;
+            return 0;
     }
+}
+
+/* cf_dlq_list - `dlq list`: the index, newest dead letter first. */
+static int cf_dlq_list(const struct herold_config *cfg, bool as_json)
+{
+    struct redisq_sync *s = cf_connect(cfg);
+    json_t *rows = json_array(), *row;
+    char ik[TRACK_KEY_MAX];
+    int rc = CF_ERROR;
+    size_t i;
+
+    if (s == NULL || cf_zset_rows(s, cfg->redis.prefix, "ZREVRANGE",
+                                  track_key(ik, cfg->redis.prefix, "dlq"), cf_dlq_row,
+                                  rows) != 0)
+        goto out;
     if (as_json) {
         cf_print_json(rows);
     } else if (json_array_size(rows) == 0) {
@@ -573,50 +589,36 @@ out:
 
 /* ---- schedule list ---- */
 
+/* cf_schedule_row - one scheduled job: id, lane, kind and its due time. */
+static json_t *cf_schedule_row(struct redisq_sync *s, const char *prefix, const char *id,
+                               const char *score)
+{
+    char jk[TRACK_KEY_MAX], ts[40];
+    const char *hm[] = {"HMGET", track_key_job(jk, prefix, id), "lane", "kind"};
+    struct redisq_reply *h = cf_cmd(s, 4, hm);
+    json_t *row;
+
+    if (h == NULL)
+        return NULL;
+    row = json_pack("{s:s,s:s?,s:s?,s:s}", "id", id, "lane", cf_str(h, 0), "kind",
+                    cf_str(h, 1), "send_at", cf_iso(score, ts, sizeof ts));
+    redisq_sync_reply_free(h);
+    return row;
+}
+
 /* cf_schedule_list - `schedule list`: parked jobs, earliest first. */
 static int cf_schedule_list(const struct herold_config *cfg, bool as_json)
 {
     struct redisq_sync *s = cf_connect(cfg);
     json_t *rows = json_array(), *row;
-    char sk[TRACK_KEY_MAX], jk[TRACK_KEY_MAX], a[24], b[24], ts[40];
+    char sk[TRACK_KEY_MAX];
     int rc = CF_ERROR;
     size_t i;
 
-    if (s == NULL)
+    if (s == NULL || cf_zset_rows(s, cfg->redis.prefix, "ZRANGE",
+                                  track_key(sk, cfg->redis.prefix, "scheduled"),
+                                  cf_schedule_row, rows) != 0)
         goto out;
-    track_key(sk, cfg->redis.prefix, "scheduled");
-    for (long start = 0;; start += CF_PAGE) {
-        const char *av[] = {"ZRANGE", sk, a, b, "WITHSCORES"};
-        struct redisq_reply *r;
-        size_t n;
-
-        snprintf(a, sizeof a, "%ld", start);
-        snprintf(b, sizeof b, "%ld", start + CF_PAGE - 1);
-        if ((r = cf_cmd(s, 5, av)) == NULL)
-            goto out;
-        n = redisq_reply_len(r) / 2;
-        for (i = 0; i < n; i++) {
-            const char *id = cf_str(r, 2 * i);
-            const char *hm[] = {"HMGET", jk, "lane", "kind"};
-            struct redisq_reply *h;
-
-            if (id == NULL)
-                continue;
-            track_key_job(jk, cfg->redis.prefix, id);
-            if ((h = cf_cmd(s, 4, hm)) == NULL) {
-                redisq_sync_reply_free(r);
-                goto out;
-            }
-            json_array_append_new(rows, json_pack("{s:s,s:s?,s:s?,s:s}", "id", id, "lane",
-                                                  cf_str(h, 0), "kind", cf_str(h, 1),
-                                                  "send_at",
-                                                  cf_iso(cf_str(r, 2 * i + 1), ts, sizeof ts)));
-            redisq_sync_reply_free(h);
-        }
-        redisq_sync_reply_free(r);
-        if (n < CF_PAGE)
-            break;
-    }
     if (as_json) {
         cf_print_json(rows);
     } else if (json_array_size(rows) == 0) {
