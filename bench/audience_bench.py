@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 
+import benchlib                   # noqa: E402
 from benchlib import (PREFIX, DaemonRun, H, proc_cpu_s, proc_status_kb, procs, redis_cmdstats,
                       redis_cpu_s)
 from webhook_bench import NGINX, Nginx
@@ -250,13 +251,7 @@ def main():
     args = ap.parse_args()
     sizes = args.size or ([10000, 100000] if args.quick else [10000, 100000, 1000000])
 
-    missing = H.missing_programs()
-    if missing:
-        sys.exit("audience_bench: build first (make): missing %s" % ", ".join(missing))
-    if not os.access(NGINX, os.X_OK):
-        sys.exit("audience_bench: %s not found (scripts/deps.sh --bench)" % NGINX)
-    if not os.access(G.REDIS_CLI, os.X_OK):
-        sys.exit("audience_bench: %s not found (redis-tools)" % G.REDIS_CLI)
+    benchlib.require("audience_bench", NGINX, G.REDIS_CLI)
 
     basedir = tempfile.mkdtemp(prefix="herold-audbench-")
     results, ok, nginx = [], True, None

@@ -33,6 +33,17 @@ PREFIX = "bench:"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+def require(name, *programs):
+    """Exit with a clear message unless heroldd, herold and every program
+    in programs (absolute paths) are there."""
+    missing = H.missing_programs()
+    if missing:
+        sys.exit("%s: build first (make): missing %s" % (name, ", ".join(missing)))
+    for path in programs:
+        if not os.access(path, os.X_OK):
+            sys.exit("%s: %s not found (scripts/deps.sh --bench)" % (name, path))
+
+
 # -- /proc readers -----------------------------------------------------------------
 
 def proc_cpu_s(pid):

@@ -65,6 +65,7 @@ import sys
 import tempfile
 import time
 
+import benchlib                   # noqa: E402
 from benchlib import PREFIX, DaemonRun, H, machine_busy, proc_cpu_s, procs
 from webhook_bench import NGINX, Nginx
 
@@ -562,13 +563,7 @@ def main():
     if args.alert > args.bulk:
         sys.exit("flow_bench: --alert must not exceed --bulk (alert citizens are bulk citizens)")
 
-    missing = H.missing_programs()
-    if missing:
-        sys.exit("flow_bench: build first (make): missing %s" % ", ".join(missing))
-    if not os.access(NGINX, os.X_OK):
-        sys.exit("flow_bench: %s not found (scripts/deps.sh --bench)" % NGINX)
-    if not os.access(G.REDIS_CLI, os.X_OK):
-        sys.exit("flow_bench: %s not found (redis-tools)" % G.REDIS_CLI)
+    benchlib.require("flow_bench", NGINX, G.REDIS_CLI)
 
     basedir = tempfile.mkdtemp(prefix="herold-flowbench-")
     ok, nginx, run = True, None, None
