@@ -132,7 +132,8 @@ fuzz:
 
 # valgrind: the unit tests, then heroldd itself in a few integration tests
 # (its errors and definite leaks fail the test; see SANITIZER_RX).
-VALGRIND_IT ?= delivery_signed sigterm_drain template_delivery redis_restart
+VALGRIND_IT ?= delivery_signed sigterm_drain template_delivery redis_restart \
+               flow_500_forever_dlq flow_cancel_midfanout
 valgrind: all unit-bins
 	sh scripts/run-unit.sh --valgrind $(UNIT_BIN)
 	HEROLD_WRAP="valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite" \

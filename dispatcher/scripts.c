@@ -446,6 +446,8 @@ struct redisq_script script_gcra = {"gcra",
  * set.  ARGV: HSCAN cursor, count.  Adds to the set every citizen whose
  * unit of the referenced job may have reached them: `sent`, `sending`,
  * or waiting/dead after an attempt without a provider answer (code 0).
+ * Not `cancelled`: the ledger records that instead of `sending`, so such
+ * a unit never reached a provider.
  * Returns the next cursor ("0": done). */
 struct redisq_script script_reach = {"reach",
     "local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', tonumber(ARGV[2]))\n"
@@ -453,8 +455,8 @@ struct redisq_script script_reach = {"reach",
     "local f = r[2]\n"
     "for i = 1, #f, 2 do\n"
     "  local s, att, code = string.match(f[i + 1], '^([a-z]+)|(%d+)|(%d+)|')\n"
-    "  local maybe = s == 'sent' or s == 'sending' or ((s == 'retry' or s == 'dead' or\n"
-    "    s == 'cancelled') and tonumber(att or '0') > 0 and code == '0')\n"
+    "  local maybe = s == 'sent' or s == 'sending' or ((s == 'retry' or s == 'dead') and\n"
+    "    tonumber(att or '0') > 0 and code == '0')\n"
     "  if maybe then\n"
     "    add[#add + 1] = 0\n"
     "    add[#add + 1] = string.match(f[i], '^[^:]+:(.*)$')\n"
