@@ -224,9 +224,8 @@ static void consumer_on_reach(struct redisq *q, const struct redisq_reply *r, vo
         return;
     }
     {
-        char ak[TRACK_KEY_MAX + 80];
-        snprintf(ak, sizeof ak, "%sjob:%s:aud", c->prefix, a->job_id);
-        const char *argv[] = {"EXPIRE", ak, c->retention};
+        char ak[TRACK_KEY_MAX];
+        const char *argv[] = {"EXPIRE", track_key_aud(ak, c->prefix, a->job_id), c->retention};
         redisq_argv(c->rq, redisq_ignore, NULL, 0, 3, argv, NULL);
     }
     consumer_start_run(a);
@@ -237,12 +236,11 @@ static void consumer_on_reach(struct redisq *q, const struct redisq_reply *r, vo
 static void consumer_reach(struct active *a, const char *cursor)
 {
     struct consumer *c = a->c;
-    char uk[TRACK_KEY_MAX], ak[TRACK_KEY_MAX + 80];
+    char uk[TRACK_KEY_MAX], ak[TRACK_KEY_MAX];
     const char *argv[4];
 
     argv[0] = track_key_units(uk, c->prefix, a->job->reached_by);
-    snprintf(ak, sizeof ak, "%sjob:%s:aud", c->prefix, a->job_id);
-    argv[1] = ak;
+    argv[1] = track_key_aud(ak, c->prefix, a->job_id);
     argv[2] = cursor;
     argv[3] = "1000";
     if (redisq_eval(c->rq, &script_reach, consumer_on_reach, a, 2, 4, argv, NULL) != 0) {

@@ -2234,7 +2234,7 @@ struct job_run *fanout_add(struct fanout *f, struct job *job, enum track_lane la
     case AUD_ALL:        snprintf(jr->mode, sizeof jr->mode, "all"); break;
     case AUD_REACHED:
         snprintf(jr->mode, sizeof jr->mode, "set");
-        snprintf(jr->aud_set, sizeof jr->aud_set, "job:%s:aud", job->id);
+        track_key_aud(jr->aud_set, "", job->id);
         break;
     }
     if (fresh)

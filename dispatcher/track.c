@@ -57,6 +57,12 @@ const char *track_key_dlq(char *buf, const char *prefix, const char *job_id)
     return buf;
 }
 
+const char *track_key_aud(char *buf, const char *prefix, const char *job_id)
+{
+    snprintf(buf, TRACK_KEY_MAX, "%sjob:%s:aud", prefix, job_id);
+    return buf;
+}
+
 const char *track_key_units(char *buf, const char *prefix, const char *job_id)
 {
     snprintf(buf, TRACK_KEY_MAX, "%sjob:%s:units", prefix, job_id);

@@ -31,6 +31,9 @@ const char *track_key(char *buf, const char *prefix, const char *name);
 const char *track_key_later(char *buf, const char *prefix, const char *job_id);
 /* "<prefix>job:<id>:dlq": the job's dead letters */
 const char *track_key_dlq(char *buf, const char *prefix, const char *job_id);
+/* "<prefix>job:<id>:aud": a cancellation's audience (reached_by); prefix
+ * may be "" for the key suffix the page script takes */
+const char *track_key_aud(char *buf, const char *prefix, const char *job_id);
 
 /* Unit states as stored in the ledger. */
 enum unit_state {
