@@ -125,13 +125,6 @@ static const char *cf_iso(const char *score, char *buf, size_t size)
     return clock_iso(score ? strtod(score, NULL) : 0, buf, size);
 }
 
-/* cf_dlq_key - "<prefix>job:<id>:dlq" into buf (TRACK_KEY_MAX bytes). */
-static const char *cf_dlq_key(char *buf, const char *prefix, const char *id)
-{
-    snprintf(buf, TRACK_KEY_MAX, "%sjob:%s:dlq", prefix, id);
-    return buf;
-}
-
 /* cf_id_ok - is id a job id?  Prints why not. */
 static bool cf_id_ok(const char *id)
 {
@@ -258,7 +251,7 @@ static json_t *cf_dlq_row(struct redisq_sync *s, const char *prefix, const char 
 {
     char jk[TRACK_KEY_MAX], dk[TRACK_KEY_MAX], ts[40];
     const char *hm[] = {"HMGET", track_key_job(jk, prefix, id), "lane", "kind", "state"};
-    const char *zc[] = {"ZCARD", cf_dlq_key(dk, prefix, id)};
+    const char *zc[] = {"ZCARD", track_key_dlq(dk, prefix, id)};
     struct redisq_reply *h = cf_cmd(s, 5, hm), *z = h ? cf_cmd(s, 2, zc) : NULL;
     json_t *row = NULL;
 
@@ -427,7 +420,7 @@ out:
 static int cf_dlq_show(const struct herold_config *cfg, const char *id, bool as_json)
 {
     char dk[TRACK_KEY_MAX], uk[TRACK_KEY_MAX], jk[TRACK_KEY_MAX], a[24], b[24];
-    const char *zc[] = {"ZCARD", cf_dlq_key(dk, cfg->redis.prefix, id)};
+    const char *zc[] = {"ZCARD", track_key_dlq(dk, cfg->redis.prefix, id)};
     const char *ex[] = {"EXISTS", track_key_job(jk, cfg->redis.prefix, id)};
     struct redisq_sync *s = cf_connect(cfg);
     struct redisq_reply *r = NULL;
@@ -493,13 +486,15 @@ out:
 static int cf_dlq_retry(const struct herold_config *cfg, const char *id, const char *member)
 {
     char jk[TRACK_KEY_MAX], uk[TRACK_KEY_MAX], lk[TRACK_KEY_MAX], dk[TRACK_KEY_MAX],
-        ik[TRACK_KEY_MAX], pk[TRACK_KEY_MAX], now[32];
+        ik[TRACK_KEY_MAX], ek[TRACK_KEY_MAX], pk[TRACK_KEY_MAX], now[32], ts[40], maxlen[24];
     const char *av[] = {track_key_job(jk, cfg->redis.prefix, id),
                         track_key_units(uk, cfg->redis.prefix, id),
                         track_key_later(lk, cfg->redis.prefix, id),
-                        cf_dlq_key(dk, cfg->redis.prefix, id),
-                        track_key(ik, cfg->redis.prefix, "dlq"), id, now,
-                        track_key(pk, cfg->redis.prefix, "jobs:"), member ? member : ""};
+                        track_key_dlq(dk, cfg->redis.prefix, id),
+                        track_key(ik, cfg->redis.prefix, "dlq"),
+                        track_key(ek, cfg->redis.prefix, "events"), id, now,
+                        track_key(pk, cfg->redis.prefix, "jobs:"), member ? member : "",
+                        clock_iso(clock_wall(), ts, sizeof ts), maxlen};
     struct redisq_sync *s = cf_connect(cfg);
     struct redisq_reply *r = NULL;
     const char *verdict;
@@ -508,7 +503,8 @@ static int cf_dlq_retry(const struct herold_config *cfg, const char *id, const c
 
     /* due now: the daemon takes later-set members due by its own clock */
     snprintf(now, sizeof now, "%.3f", clock_wall());
-    if (s == NULL || (r = cf_eval(s, &script_dlq_retry, 5, 9, av)) == NULL)
+    snprintf(maxlen, sizeof maxlen, "%ld", cfg->jobs.events_maxlen);
+    if (s == NULL || (r = cf_eval(s, &script_dlq_retry, 6, 12, av)) == NULL)
         goto out;
     if (redisq_reply_type(r) == REDISQ_ERROR) {
         rc = cf_refused(id, r);
@@ -546,17 +542,21 @@ out:
 /* cf_dlq_purge - `dlq purge`: script_dlq_purge, then what happened. */
 static int cf_dlq_purge(const struct herold_config *cfg, const char *id, const char *member)
 {
-    char dk[TRACK_KEY_MAX], ik[TRACK_KEY_MAX], jk[TRACK_KEY_MAX];
-    const char *av[] = {cf_dlq_key(dk, cfg->redis.prefix, id),
+    char dk[TRACK_KEY_MAX], ik[TRACK_KEY_MAX], jk[TRACK_KEY_MAX], ek[TRACK_KEY_MAX], ts[40],
+        maxlen[24];
+    const char *av[] = {track_key_dlq(dk, cfg->redis.prefix, id),
                         track_key(ik, cfg->redis.prefix, "dlq"),
-                        track_key_job(jk, cfg->redis.prefix, id), id, member ? member : ""};
+                        track_key_job(jk, cfg->redis.prefix, id),
+                        track_key(ek, cfg->redis.prefix, "events"), id, member ? member : "",
+                        clock_iso(clock_wall(), ts, sizeof ts), maxlen};
     const char *ex[] = {"EXISTS", jk};
     struct redisq_sync *s = cf_connect(cfg);
     struct redisq_reply *r = NULL;
     long long n;
     int rc = CF_ERROR;
 
-    if (s == NULL || (r = cf_eval(s, &script_dlq_purge, 3, 5, av)) == NULL)
+    snprintf(maxlen, sizeof maxlen, "%ld", cfg->jobs.events_maxlen);
+    if (s == NULL || (r = cf_eval(s, &script_dlq_purge, 4, 8, av)) == NULL)
         goto out;
     if (redisq_reply_type(r) != REDISQ_INT) {
         rc = cf_refused(id, r);

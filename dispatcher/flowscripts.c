@@ -41,8 +41,9 @@ struct redisq_script script_cancel = {"cancel",
     "return {'final', st}\n", {0}};
 
 /* dlq_retry - KEYS: job hash, units hash, later set, job dlq set, dlq
- * index.  ARGV: job id, now (unix seconds), lane stream key prefix
- * ("<P>jobs:"), member ("<channel>:<recipient>", or "" for all).
+ * index, events.  ARGV: job id, now (unix seconds), lane stream key prefix
+ * ("<P>jobs:"), member ("<channel>:<recipient>", or "" for all), ts,
+ * events maxlen.  An operator's retry is recorded as event dlq_retry.
  * Each selected dead letter whose ledger value is still "dead|..." goes
  * back to "retry|0|<code>|dlq retry", into the later set due now, out of
  * the job's dlq; c:<channel>:dead is decremented.  Members whose ledger
@@ -111,6 +112,8 @@ struct redisq_script script_dlq_retry = {"dlq_retry",
     "if top[1] then redis.call('ZADD', KEYS[5], top[2], ARGV[1])\n"
     "else redis.call('ZREM', KEYS[5], ARGV[1]) end\n"
     "if n == 0 then return {0, 'nothing', skipped} end\n"
+    "redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[6], '*', 'ts', ARGV[5],\n"
+    "  'event', 'dlq_retry', 'job', ARGV[1], 'units', n)\n"
     "if st ~= 'done' then return {n, 'running', skipped} end\n"
     "-- heroldd's begin script accepts the new entry because `entry` names it\n"
     "local e = redis.call('XADD', ARGV[3] .. lane, '*', 'job', payload, 'resume', '1')\n"
@@ -122,8 +125,9 @@ struct redisq_script script_dlq_retry = {"dlq_retry",
     "redis.call('PERSIST', KEYS[4])\n"
     "return {n, 'requeued', skipped, e}\n", {0}};
 
-/* dlq_purge - KEYS: job dlq set, dlq index, job hash.  ARGV: job id,
- * member ("<channel>:<recipient>", or "" for all).  Drops the dead
+/* dlq_purge - KEYS: job dlq set, dlq index, job hash, events.  ARGV: job
+ * id, member ("<channel>:<recipient>", or "" for all), ts, events maxlen;
+ * recorded as event dlq_purge.  Drops the dead
  * letter(s) from the job's dlq; the ledger keeps them as dead.  When the
  * dlq is empty afterwards the index loses the job and, unless the job is
  * still to run (queued, running, scheduled), its kept payload is deleted;
@@ -138,6 +142,10 @@ struct redisq_script script_dlq_purge = {"dlq_purge",
     "  redis.call('DEL', KEYS[1])\n"
     "end\n"
     "local top = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
+    "if n > 0 then\n"
+    "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'ts', ARGV[3],\n"
+    "    'event', 'dlq_purge', 'job', ARGV[1], 'units', n)\n"
+    "end\n"
     "if top[1] then\n"
     "  redis.call('ZADD', KEYS[2], top[2], ARGV[1])\n"
     "  return n\n"

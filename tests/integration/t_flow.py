@@ -391,6 +391,10 @@ def flow_500_forever_dlq(ctx):
     ctx.note("resend attempt numbers: %s" % sorted({x.get("attempt") for x in recs if x["effect"]}))
     ctx.expect(not _fl_zset(r, ctx.prefix + "job:dlq-1:dlq"), "job:dlq-1:dlq not empty after retry")
     ctx.expect("dlq-1" not in _fl_zset(r, ctx.prefix + "dlq"), "dlq-1 still in the dlq index")
+    ev = [f for _, f in H.stream(r, ctx.prefix + "events")
+          if f.get("event") == "dlq_retry" and f.get("job") == "dlq-1"]
+    ctx.expect(len(ev) == 1 and ev[0].get("units") == str(n),
+               "the operator's retry is not in the events stream as dlq_retry: %s" % ev)
 
     # one unit of the other job retried, one purged, then the rest purged
     rc, out, err = _fl_dlq_out(cli, "retry", "dlq-2", "webhook:r-11")
