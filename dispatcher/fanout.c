@@ -197,7 +197,6 @@ struct fanout {
     struct provider *prov;         /* one per channel */
     char dlq_index_key[TRACK_KEY_MAX];
     size_t inflight;
-    size_t lane_inflight[LANE_COUNT];
     size_t since_bulk;             /* normal units started since bulk's last */
     long abort_after_ok, ok_count;
     bool draining;
@@ -232,18 +231,6 @@ static struct provider *fanout_provider(const struct fanout *f, const char *name
     const struct fanout_channel *ch = fanout_channel(f, name);
 
     return ch ? &f->prov[ch - f->channels] : NULL;
-}
-
-static void fanout_inflight_inc(struct fanout *f, enum track_lane lane)
-{
-    f->inflight++;
-    f->lane_inflight[lane]++;
-}
-
-static void fanout_inflight_dec(struct fanout *f, enum track_lane lane)
-{
-    f->inflight--;
-    f->lane_inflight[lane]--;
 }
 
 static const char *unit_channel(const struct page *pg, uint32_t u)
@@ -425,7 +412,7 @@ static void fanout_batch_confirmed(struct batch *b)
             jr->busy_count--;
             page_settle(it->pg);
             if (it->action == ACT_SUBMIT) {
-                fanout_inflight_dec(jr->f, jr->lane);
+                jr->f->inflight--;
                 fanout_unpipe(it->pg, it->unit);
             }
             continue;
@@ -777,7 +764,7 @@ static void fanout_on_done(void *arg, const struct delivery_result *res)
     long retry_after = res->retry_after_ms;
     char qb[200], why[160];
 
-    fanout_inflight_dec(f, jr->lane);
+    f->inflight--;
     herold_free(dc);
     fanout_flow_result(f, ch, res, attempt);
     if (retry_after > f->cfg->flow.max_pause_s * 1000L)
@@ -869,7 +856,7 @@ static void fanout_submit(struct page *pg, uint32_t u)
         snprintf(res.reason, sizeof res.reason, "%s",
                  dc ? "channel not configured" : "out of memory");
         if (dc == NULL) {
-            fanout_inflight_dec(f, jr->lane);
+            f->inflight--;
             fanout_record(pg, u, UNIT_RETRY, ACT_LATER, 0, res.reason,
                           clock_wall() + fanout_backoff(f, un->attempts, -1), false);
             return;
@@ -904,7 +891,7 @@ static void fanout_submit(struct page *pg, uint32_t u)
             /* Busy or draining: backpressure, not a failed attempt.  The
              * unit waits briefly and keeps its attempt count. */
             herold_free(dc);
-            fanout_inflight_dec(f, jr->lane);
+            f->inflight--;
             un->attempts--;
             fanout_record(pg, u, UNIT_RETRY, ACT_LATER, 0, res.reason, clock_wall() + 0.1,
                           false);
@@ -956,7 +943,7 @@ static void fanout_start_unit(struct page *pg, uint32_t u)
      * ended without an answer; this resend keeps the idempotency key. */
     bool doubt = un->state == UNIT_SENDING || un->doubt;
     un->doubt = 0;
-    fanout_inflight_inc(f, jr->lane);
+    f->inflight++;
     {
         struct provider *p = fanout_provider(f, unit_channel(pg, u));
         if (fanout_limited(p))
@@ -1799,7 +1786,7 @@ static void fanout_drain_rings(struct fanout *f, double now)
                 r->n--;
                 fanout_unpipe(st.pg, st.unit);
                 if (closing) {
-                    fanout_inflight_dec(f, jr->lane);
+                    f->inflight--;
                     fanout_record(st.pg, st.unit, UNIT_EXPIRED, ACT_FINAL, 0,
                                   "expires_at passed", 0, false);
                     continue;
@@ -1826,7 +1813,7 @@ static void fanout_unstage_all(struct fanout *f)
                 r->head = (r->head + 1) % r->cap;
                 r->n--;
                 fanout_unpipe(st.pg, st.unit);
-                fanout_inflight_dec(f, st.pg->jr->lane);
+                f->inflight--;
                 if (un->attempts > 0)
                     un->attempts--;
                 fanout_record(st.pg, st.unit, UNIT_RETRY, ACT_LATER, 0, "not sent: shutting down",
